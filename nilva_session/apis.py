@@ -1,0 +1,220 @@
+"""HTTP API. Every error is DRF's ``{"detail": ...}`` (plus ``code``, and ``errors`` per field)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.contrib.auth import user_logged_out
+from django.utils.translation import gettext_lazy as _
+from rest_framework import exceptions, status
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+
+from . import sessions
+from .models import EndReason, UserSession, UserSessionQuerySet
+from .serializers import (
+    LoginSerializer,
+    SessionSerializer,
+    TokenSessionBlacklistSerializer,
+    TokenSessionObtainPairSerializer,
+    TokenSessionRefreshSerializer,
+)
+from .throttling import LoginIPThrottle, LoginUsernameThrottle
+
+MAX_IDS_PER_DELETE = 100
+
+
+def _first_message(errors: Any) -> tuple[str, str]:
+    """Return ``(field, message)`` of the first error in a DRF error structure."""
+    field = ""
+    while isinstance(errors, (dict, list)) and errors:
+        if isinstance(errors, dict):
+            field, errors = next(iter(errors.items()))
+        else:
+            errors = errors[0]
+    return field, str(errors)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, with validation errors folded into ``{"detail", "code", "errors"}``."""
+    response = drf_exception_handler(exc, context)
+    if response is None or not isinstance(exc, exceptions.ValidationError):
+        return response
+    if isinstance(response.data, dict) and "detail" in response.data:
+        return response
+    field, message = _first_message(response.data)
+    codes = exc.get_codes()
+    _, code = _first_message(codes)
+    label = "" if field in ("", "non_field_errors") else f"{field}: "
+    response.data = {"detail": f"{label}{message}", "code": code, "errors": response.data}
+    return response
+
+
+class SessionAPIView(APIView):
+    """Base view: nilva-session's error shape."""
+
+    def get_exception_handler(self) -> Any:
+        return exception_handler
+
+
+def _user_sessions(request: Request) -> UserSessionQuerySet:
+    return UserSession.objects.for_user(request.user)
+
+
+def _current_session_id(request: Request) -> uuid.UUID | None:
+    session = sessions.current_session(request)
+    return session.pk if session is not None else None
+
+
+def _parse_session_id(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+class LoginApi(SessionAPIView):
+    """``POST {username, password}`` → 200 ``{token, session_id, expire_at}``; 400 on bad input."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+    throttle_classes = [LoginIPThrottle, LoginUsernameThrottle]
+    serializer_class = LoginSerializer
+
+    def post(self, request: Request) -> Response:
+        serializer = self.serializer_class(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        serializer.save()
+        return Response(serializer.data, status=status.HTTP_200_OK)
+
+
+class LogoutApi(SessionAPIView):
+    """``POST`` ends the session that made the request → 204."""
+
+    permission_classes = [IsAuthenticated]
+
+    def post(self, request: Request) -> Response:
+        session = sessions.current_session(request)
+        if session is None:
+            raise exceptions.PermissionDenied(
+                {"detail": _("This request was not made with a session."), "code": "no_session"}
+            )
+        sessions.revoke([session], EndReason.LOGOUT)
+        user_logged_out.send(sender=request.user.__class__, request=request._request, user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class LogoutAllApi(SessionAPIView):
+    """``POST`` ends every session of the user, the current one included → 204."""
+
+    permission_classes = [IsAuthenticated]
+
+    def post(self, request: Request) -> Response:
+        sessions.revoke(_user_sessions(request), EndReason.LOGOUT_ALL)
+        user_logged_out.send(sender=request.user.__class__, request=request._request, user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ListDestroyActiveSessionsApi(SessionAPIView):
+    """``GET``: the user's active sessions, most recent activity first.
+
+    ``DELETE ?token_id=<uuid>&token_id=...``: ends those sessions of the user (unknown ids and
+    other users' ids change nothing and are not revealed). ``DELETE`` without ``token_id``
+    ends every *other* session and keeps the current one. 204.
+    """
+
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request: Request) -> Response:
+        queryset = _user_sessions(request).active().order_by("-last_online", "-created_at")
+        serializer = SessionSerializer(
+            queryset, many=True, context={"current_session_id": _current_session_id(request)}
+        )
+        return Response(serializer.data)
+
+    def delete(self, request: Request) -> Response:
+        raw_ids = request.query_params.getlist("token_id")
+        if len(raw_ids) > MAX_IDS_PER_DELETE:
+            raise exceptions.ValidationError(
+                {"detail": _("Too many token_id values (at most %d).") % MAX_IDS_PER_DELETE}
+            )
+        ids = []
+        for raw in raw_ids:
+            parsed = _parse_session_id(raw)
+            if parsed is None:
+                shown = raw if len(raw) <= 40 else raw[:40] + "…"
+                raise exceptions.ValidationError(
+                    {"detail": _("token_id %r is not a valid UUID.") % shown, "code": "invalid"}
+                )
+            ids.append(parsed)
+        if ids:
+            sessions.revoke(_user_sessions(request).filter(pk__in=ids), EndReason.REVOKED)
+        else:
+            others = _user_sessions(request).exclude(pk=_current_session_id(request))
+            sessions.revoke(others, EndReason.REVOKED)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SessionDetailApi(SessionAPIView):
+    """``GET`` one session of the user; ``DELETE`` ends it (204). 404 when it is not theirs."""
+
+    permission_classes = [IsAuthenticated]
+
+    def _get_session(self, request: Request, session_id: str) -> UserSession:
+        parsed = _parse_session_id(session_id)
+        session = _user_sessions(request).filter(pk=parsed).first() if parsed else None
+        if session is None:
+            raise exceptions.NotFound()
+        return session
+
+    def get(self, request: Request, session_id: str) -> Response:
+        session = self._get_session(request, session_id)
+        context = {"current_session_id": _current_session_id(request)}
+        return Response(SessionSerializer(session, context=context).data)
+
+    def delete(self, request: Request, session_id: str) -> Response:
+        sessions.revoke([self._get_session(request, session_id)], EndReason.REVOKED)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class _JwtApi(SessionAPIView):
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+    serializer_class: Any = None
+    success_status = status.HTTP_200_OK
+
+    def post(self, request: Request) -> Response:
+        serializer = self.serializer_class(data=request.data, context={"request": request})
+        try:
+            serializer.is_valid(raise_exception=True)
+            if self.success_status == status.HTTP_204_NO_CONTENT:
+                serializer.save()
+                return Response(status=self.success_status)
+        except TokenError as error:
+            raise InvalidToken(error.args[0]) from None
+        return Response(serializer.validated_data, status=self.success_status)
+
+
+class TokenSessionObtainPairApi(_JwtApi):
+    """``POST {username, password}`` → ``{access, refresh, session_id, expire_at}``."""
+
+    throttle_classes = [LoginIPThrottle, LoginUsernameThrottle]
+    serializer_class = TokenSessionObtainPairSerializer
+
+
+class TokenSessionRefreshApi(_JwtApi):
+    """``POST {refresh}`` → ``{access}`` (and ``refresh`` when rotating); 401 for ended sessions."""
+
+    serializer_class = TokenSessionRefreshSerializer
+
+
+class TokenSessionLogoutApi(_JwtApi):
+    """``POST {refresh}`` ends that refresh token's session and blacklists the token → 204."""
+
+    serializer_class = TokenSessionBlacklistSerializer
+    success_status = status.HTTP_204_NO_CONTENT

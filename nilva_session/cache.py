@@ -1,0 +1,233 @@
+"""The cache protocol: entries for active sessions, tombstones, fail-safe reads.
+
+Rules (see the README's "Security model"):
+
+* The cache only ever holds copies of *active* sessions. A miss, an unreadable entry or a broken
+  cache falls back to the database, so nothing in (or missing from) the cache can un-revoke.
+* An entry is filled with ``add`` (set-if-absent), never ``set``.
+* Anything that ends a session, or changes what an entry copies, writes a short-lived tombstone
+  over the session's keys (with ``set``), before its UPDATE and again after the commit. A request
+  that read the row before the change finds the tombstone when it tries to fill, and fills
+  nothing. While a tombstone stands, the session is served from the database.
+* Keys come from the token's SHA-256 digest or the session id, never from a token.
+* Every cache error is logged (once per burst) and treated as a miss.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+import zlib
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from functools import cache as memoize
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from django.contrib.auth import get_user_model
+from django.core.cache import BaseCache, caches
+from django.db import router, transaction
+
+from .conf import session_settings
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+    from .models import UserSession
+
+logger = logging.getLogger("nilva_session.cache")
+
+ENTRY_VERSION = 1
+TOMBSTONE = "nilva_session:tombstone"
+# The session columns an entry copies, in order. Timestamps are stored as floats to keep it small.
+SESSION_FIELDS = (
+    "id",
+    "user_id",
+    "key",
+    "expire_at",
+    "last_online",
+    "last_ip",
+    "user_agent",
+    "created_at",
+    "authenticated_at",
+)
+_TIMESTAMPS = frozenset({"expire_at", "last_online", "created_at", "authenticated_at"})
+ERROR_LOG_INTERVAL = 30.0
+
+T = TypeVar("T")
+
+
+def get_cache() -> BaseCache:
+    """Return the cache named by ``CACHE_ALIAS``."""
+    return caches[session_settings.CACHE_ALIAS]
+
+
+def token_key(digest: str) -> str:
+    """Return the cache key for a session looked up by token digest."""
+    return f"{session_settings.SESSION_CACHE_PREFIX}{digest}"
+
+
+def session_key(session_id: uuid.UUID | str) -> str:
+    """Return the cache key for a session looked up by id (the JWT path)."""
+    return f"{session_settings.SESSION_ID_CACHE_PREFIX}{uuid.UUID(str(session_id)).hex}"
+
+
+def activity_key(entry_key: str) -> str:
+    """Return the key of the marker that says activity was recorded recently."""
+    return f"{entry_key}:a"
+
+
+class _ErrorLog:
+    """Logs the first cache failure of a burst, then one summary per interval."""
+
+    def __init__(self) -> None:
+        self.last_logged = 0.0
+        self.suppressed = 0
+
+    def report(self, operation: str, error: Exception) -> None:
+        now = time.monotonic()
+        if now - self.last_logged < ERROR_LOG_INTERVAL:
+            self.suppressed += 1
+            return
+        logger.warning(
+            "Cache %s failed (%s: %s); serving sessions from the database. "
+            "%d more failures since the last report.",
+            operation,
+            type(error).__name__,
+            error,
+            self.suppressed,
+        )
+        self.last_logged, self.suppressed = now, 0
+
+
+errors = _ErrorLog()
+
+
+def _safely(operation: str, default: T, func: Any, *args: Any, **kwargs: Any) -> T:
+    try:
+        return func(*args, **kwargs)  # type: ignore[no-any-return]
+    except Exception as error:  # any backend, any failure: the DB is the fallback
+        errors.report(operation, error)
+        return default
+
+
+def read(entry_key: str) -> tuple[Any, Any]:
+    """Return ``(entry, activity_marker)`` for one key in one round trip; None where missing."""
+    marker_key = activity_key(entry_key)
+    found = _safely("read", {}, get_cache().get_many, [entry_key, marker_key])
+    return found.get(entry_key), found.get(marker_key)
+
+
+def _stamp(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def _unstamp(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+@memoize
+def _user_layout(label: str) -> tuple[tuple[str, ...], int]:
+    # The password hash never goes to the cache: it is left deferred on the rebuilt user.
+    names = tuple(
+        f.attname for f in get_user_model()._meta.concrete_fields if f.attname != "password"
+    )
+    signature = zlib.crc32(repr((ENTRY_VERSION, label, names, SESSION_FIELDS)).encode())
+    return names, signature
+
+
+def _layout() -> tuple[tuple[str, ...], int]:
+    return _user_layout(get_user_model()._meta.label)
+
+
+def pack(session: UserSession, user: AbstractBaseUser) -> tuple[Any, ...]:
+    """Return the small tuple that the cache stores for an active session and its user."""
+    names, signature = _layout()
+    values = []
+    for name in SESSION_FIELDS:
+        value = getattr(session, name)
+        if name in _TIMESTAMPS:
+            value = _stamp(value)
+        elif name == "id":
+            value = value.bytes
+        elif name == "key":
+            value = bytes.fromhex(value)
+        values.append(value)
+    return (signature, tuple(values), tuple(getattr(user, n) for n in names))
+
+
+def unpack(entry: Any) -> tuple[UserSession, AbstractBaseUser] | None:
+    """Return ``(session, user)`` rebuilt from an entry, or None when it is not a valid entry.
+
+    Anything else found under our keys (a tombstone, an entry of another version or user
+    model, an object pickled by nilva-session 0.1.x) is refused.
+    """
+    from .models import UserSession
+
+    names, signature = _layout()
+    if not (isinstance(entry, tuple) and len(entry) == 3 and entry[0] == signature):
+        return None
+    _, session_values, user_values = entry
+    if len(session_values) != len(SESSION_FIELDS) or len(user_values) != len(names):
+        return None
+    fields = dict(zip(SESSION_FIELDS, session_values))
+    for name in _TIMESTAMPS:
+        fields[name] = _unstamp(fields[name])
+    fields["id"] = uuid.UUID(bytes=fields["id"])
+    fields["key"] = fields["key"].hex()
+    user_model = get_user_model()
+    user = user_model.from_db(router.db_for_read(user_model), list(names), list(user_values))
+    fields["is_active"] = True
+    # from_db takes values in the model's field order, leaving the others deferred.
+    names_in_order = [f.attname for f in UserSession._meta.concrete_fields if f.attname in fields]
+    session = UserSession.from_db(
+        router.db_for_read(UserSession), names_in_order, [fields[n] for n in names_in_order]
+    )
+    session.user = user
+    return session, user
+
+
+def fill(entry_key: str, session: UserSession, user: AbstractBaseUser, now: datetime) -> None:
+    """Cache an active session with ``add``; a tombstone or a newer entry wins."""
+    timeout = session_settings.seconds("SESSION_CACHE_TTL")
+    if session.expire_at is not None:
+        timeout = min(timeout, max(1, int((session.expire_at - now).total_seconds())))
+    _safely("add", False, get_cache().add, entry_key, pack(session, user), timeout)
+
+
+def mark_activity(entry_key: str, ip: str | None, *, replace: bool) -> bool:
+    """Record that activity from ``ip`` was written; return False if another request did first.
+
+    ``replace`` overwrites a marker of another IP; otherwise the marker is only added.
+    """
+    marker_key, timeout = activity_key(entry_key), session_settings.seconds(
+        "LAST_ONLINE_UPDATE_INTERVAL"
+    )
+    if replace:
+        _safely("set", None, get_cache().set, marker_key, ip or "", timeout)
+        return True
+    return _safely("add", True, get_cache().add, marker_key, ip or "", timeout)
+
+
+def bar(keys: Iterable[str]) -> None:
+    """Write tombstones over ``keys`` now and again when the current transaction commits."""
+    keys = list(keys)
+    if not keys:
+        return
+
+    def write() -> None:
+        tombstones = dict.fromkeys(keys, TOMBSTONE)
+        _safely("set_many", [], get_cache().set_many, tombstones, session_settings.seconds("TOMBSTONE_TTL"))
+
+    write()
+    transaction.on_commit(write)
+
+
+def keys_for(session_id: uuid.UUID | str, digest: str) -> list[str]:
+    """Return both cache keys of one session."""
+    return [token_key(digest), session_key(session_id)]
+
+
+def bar_sessions(id_and_digest: Iterable[tuple[Any, str]]) -> None:
+    """Write tombstones over both keys of each ``(session_id, digest)`` pair."""
+    bar(key for session_id, digest in id_and_digest for key in keys_for(session_id, digest))

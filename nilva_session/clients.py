@@ -1,0 +1,98 @@
+"""What a request says about its client: IP address and user agent.
+
+User agents are parsed by ua-parser (with its native resolver when ``ua-parser[regex]`` is
+installed) and memoised, so listing many sessions parses each distinct string once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from typing import Any
+
+from django.http import HttpRequest
+from ua_parser import parse
+
+from .conf import session_settings
+
+_TABLET_WORDS = ("ipad", "tablet", "kindle", "playbook", "nexus 7", "nexus 9", "nexus 10", "sm-t")
+_MOBILE_OS = frozenset({"iOS", "Android", "Windows Phone", "BlackBerry OS", "KaiOS", "Symbian OS"})
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """Return the client's IP address from ``REMOTE_ADDR``, or None when missing or invalid.
+
+    IPv4-mapped IPv6 addresses are unpacked; nothing that is not an IP address is ever returned.
+    """
+    raw = request.META.get("REMOTE_ADDR")
+    if not isinstance(raw, str) or not raw or len(raw) > 64:
+        return None
+    try:
+        address = ipaddress.ip_address(raw.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return str(address)
+
+
+def user_agent(request: HttpRequest) -> str:
+    """Return the request's User-Agent cut to ``MAX_USER_AGENT_LENGTH``; "" when missing."""
+    value = request.META.get("HTTP_USER_AGENT") or ""
+    if not isinstance(value, str):
+        return ""
+    # Drop characters PostgreSQL text cannot hold (NUL) and other control characters.
+    value = "".join(ch for ch in value if ch.isprintable())
+    return value[: session_settings.MAX_USER_AGENT_LENGTH]
+
+
+@lru_cache(maxsize=2048)
+def _parse(user_agent_string: str) -> Any:
+    return parse(user_agent_string).with_defaults()
+
+
+@lru_cache(maxsize=2048)
+def _describe(user_agent_string: str) -> dict[str, Any]:
+    result = _parse(user_agent_string)
+    ua, os, device = result.user_agent, result.os, result.device
+    lowered = user_agent_string.lower()
+    is_tablet = any(word in lowered for word in _TABLET_WORDS) or (
+        os.family == "Android" and "mobile" not in lowered
+    )
+    is_mobile = not is_tablet and (os.family in _MOBILE_OS or "mobile" in lowered)
+    is_bot = device.family == "Spider"
+    return {
+        "browser": ua.family,
+        "browser_version": ".".join(v for v in (ua.major, ua.minor) if v),
+        "os": os.family,
+        "os_version": ".".join(v for v in (os.major, os.minor) if v),
+        "device_family": device.family,
+        "device_brand": device.brand or "",
+        "device_model": device.model or "",
+        "is_mobile": is_mobile,
+        "is_tablet": is_tablet,
+        "is_pc": not (is_mobile or is_tablet or is_bot) and os.family != "Other",
+        "is_bot": is_bot,
+    }
+
+
+def describe_user_agent(user_agent_string: str) -> dict[str, Any]:
+    """Return a new dict describing a user agent (browser, OS, device and form factor)."""
+    return dict(_describe(user_agent_string or ""))
+
+
+def summarize_user_agent(user_agent_string: str) -> str:
+    """Return a short human summary such as ``"Chrome 120 on Windows (Other)"``."""
+    data = _describe(user_agent_string or "")
+    browser = " ".join(p for p in (data["browser"], data["browser_version"].split(".")[0]) if p)
+    return f"{browser} on {data['os']} ({data['device_family']})"
+
+
+def same_family(stored: str, current: str) -> bool:
+    """Return True when two user agents share browser, OS and device family."""
+    a, b = _parse(stored or ""), _parse(current or "")
+    return (a.user_agent.family, a.os.family, a.device.family) == (
+        b.user_agent.family,
+        b.os.family,
+        b.device.family,
+    )

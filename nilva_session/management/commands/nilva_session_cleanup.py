@@ -1,0 +1,65 @@
+"""Delete expired sessions and ended ones older than the retention period, in batches."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import Q
+from django.utils import timezone
+
+from nilva_session.conf import session_settings
+from nilva_session.models import UserSession, UserSessionQuerySet
+
+
+def stale_sessions(now: Any, retention: timedelta) -> UserSessionQuerySet:
+    """Return expired sessions and sessions ended before ``now - retention``."""
+    cutoff = now - retention
+    ended_long_ago = Q(is_active=False) & (
+        Q(ended_at__lt=cutoff) | Q(ended_at__isnull=True, last_online__lt=cutoff)
+    )
+    return UserSession.objects.filter(Q(expire_at__lt=now) | ended_long_ago)
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete expired sessions, and ended sessions older than the retention period "
+        "(NILVA_SESSION['REVOKED_RETENTION'] unless --retention-days is given), in batches."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--retention-days", type=float, default=None)
+        parser.add_argument("--batch-size", type=int, default=5000)
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Count what would be deleted; delete nothing."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        batch_size = options["batch_size"]
+        if batch_size < 1:
+            raise CommandError("--batch-size must be at least 1.")
+        days = options["retention_days"]
+        if days is not None and days < 0:
+            raise CommandError("--retention-days must not be negative.")
+        retention = (
+            timedelta(days=days) if days is not None else session_settings.REVOKED_RETENTION
+        )
+        stale = stale_sessions(timezone.now(), retention)
+        if options["dry_run"]:
+            self.stdout.write(f"Would delete {stale.count()} sessions (dry run).")
+            return
+        total, batches, longest = 0, 0, 0.0
+        while True:
+            ids = list(stale.values_list("pk", flat=True)[:batch_size])
+            if not ids:
+                break
+            started = time.perf_counter()
+            deleted, _ = UserSession.objects.filter(pk__in=ids).delete()
+            longest = max(longest, time.perf_counter() - started)
+            total, batches = total + deleted, batches + 1
+        self.stdout.write(
+            f"Deleted {total} sessions in {batches} batches "
+            f"(longest batch {longest * 1000:.1f} ms)."
+        )

@@ -1,0 +1,132 @@
+"""The ``UserSession`` model: one row per login (device), the only source of truth.
+
+The ``key`` column holds ``hash_data(token)``, never a token. Ending a session goes through
+:func:`nilva_session.sessions.revoke` (``UserSession.objects.filter(...).revoke(reason)``), which
+also keeps the cache honest.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from . import cache, clients
+from .utils import new_key_digest, token_expire_at_generator
+
+
+class EndReason(models.TextChoices):
+    LOGOUT = "logout", _("Signed out")
+    REVOKED = "revoked", _("Ended by the user")
+    LOGOUT_ALL = "logout_all", _("Signed out everywhere")
+    ADMIN = "admin", _("Ended by an administrator")
+    USER_AGENT_CHANGED = "user_agent_changed", _("Suspended: user agent changed")
+    PASSWORD_CHANGED = "password_changed", _("Password changed")
+    USER_DEACTIVATED = "user_deactivated", _("User deactivated")
+    REPLACED = "replaced", _("Replaced by a newer session")
+
+
+class UserSessionQuerySet(models.QuerySet):
+    def active(self, now: datetime | None = None) -> UserSessionQuerySet:
+        """Return the sessions that are active and not expired."""
+        now = now or timezone.now()
+        return self.filter(Q(expire_at__isnull=True) | Q(expire_at__gt=now), is_active=True)
+
+    def for_user(self, user: Any) -> UserSessionQuerySet:
+        """Return the sessions of ``user`` (a user instance or primary key)."""
+        return self.filter(user_id=getattr(user, "pk", user))
+
+    def revoke(self, reason: str = EndReason.REVOKED, detail: str | None = None) -> int:
+        """End every active session in this queryset; return how many were ended.
+
+        One SELECT of the ids, one UPDATE, cache tombstones before and after the commit,
+        and the ``session_revoked`` signal.
+        """
+        from .sessions import revoke
+
+        return revoke(self, reason=reason, detail=detail)
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        # A deleted live row must not stay usable through a cached copy.
+        cache.bar_sessions(self.active().values_list("id", "key"))
+        return super().delete()
+
+
+class UserSession(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sessions"
+    )
+    key = models.CharField(_("key"), max_length=64, unique=True, default=new_key_digest)
+    expire_at = models.DateTimeField(
+        _("expire at"), null=True, blank=True, default=token_expire_at_generator
+    )
+    is_active = models.BooleanField(default=True)
+    last_online = models.DateTimeField(auto_now=True)
+    last_ip = models.GenericIPAddressField(unpack_ipv4=True, null=True, blank=True)
+    user_agent = models.TextField(blank=True, default="")
+    detail = models.TextField(null=True, blank=True)  # noqa: DJ001 (0.1.x schema)
+    created_at = models.DateTimeField(auto_now_add=True)
+    authenticated_at = models.DateTimeField(
+        _("authenticated at"),
+        null=True,
+        blank=True,
+        help_text=_("When this session last proved the user's password."),
+    )
+    ended_at = models.DateTimeField(_("ended at"), null=True, blank=True)
+    end_reason = models.CharField(
+        _("end reason"), max_length=32, blank=True, default="", choices=EndReason.choices
+    )
+
+    objects: ClassVar[UserSessionQuerySet] = UserSessionQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        db_table = "user_session"
+        verbose_name = _("user session")
+        verbose_name_plural = _("user sessions")
+        indexes = [
+            models.Index(fields=["user", "is_active"], name="user_session_user_active"),
+            models.Index(fields=["expire_at"], name="user_session_expire_at"),
+            models.Index(fields=["ended_at"], name="user_session_ended_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} · {clients.summarize_user_agent(self.user_agent)} · {self.id}"
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        """Return True once ``expire_at`` has passed. Pure: reads nothing, writes nothing."""
+        return self.expire_at is not None and self.expire_at <= (now or timezone.now())
+
+    def user_agent_data(self) -> dict[str, Any]:
+        """Return the parsed user agent (``os``, ``browser``, ``device_*``, ``is_mobile`` ...)."""
+        return clients.describe_user_agent(self.user_agent)
+
+    def revoke(self, reason: str = EndReason.REVOKED, detail: str | None = None) -> bool:
+        """End this session; return True if it was active."""
+        return UserSession.objects.filter(pk=self.pk).revoke(reason, detail) == 1
+
+    @classmethod
+    def get_cache_key(cls, key: str) -> str:
+        """Return the cache key of the session whose ``key`` (token digest) is given."""
+        return cache.token_key(key)
+
+    @classmethod
+    def get_cache_key_by_session_id(cls, session_id: uuid.UUID | str) -> str:
+        """Return the cache key of the session with this id."""
+        return cache.session_key(session_id)
+
+    @classmethod
+    def invalidate_cache(cls, key: str) -> None:
+        """Keep the session with this ``key`` (token digest) out of the cache for a while."""
+        cache.bar([cache.token_key(key)])
+
+    @classmethod
+    def invalidate_cache_by_session_id(cls, session_id: uuid.UUID | str) -> None:
+        """Keep the session with this id out of the cache for a while."""
+        cache.bar([cache.session_key(session_id)])

@@ -1,0 +1,199 @@
+"""Serializers: the session listing, the token login and the simplejwt flows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import authenticate, user_logged_in
+from django.utils.translation import gettext_lazy as _
+from rest_framework import exceptions, serializers
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+from rest_framework_simplejwt.serializers import TokenObtainSerializer
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from . import sessions
+from .authentication import refused
+from .conf import session_settings
+from .jwt import access_token_for_session, cap_expiry, refresh_token_for_session
+from .models import EndReason, UserSession
+
+
+class SessionSerializer(serializers.ModelSerializer):
+    """One session as its user sees it. Never includes the key."""
+
+    session_id = serializers.UUIDField(source="id", read_only=True)
+    user_id = serializers.IntegerField(read_only=True)
+    user_agent_data = serializers.DictField(read_only=True)
+    is_current = serializers.SerializerMethodField()
+
+    class Meta:
+        model = UserSession
+        fields = (
+            "session_id",
+            "user_id",
+            "user_agent_data",
+            "last_online",
+            "last_ip",
+            "created_at",
+            "expire_at",
+            "is_current",
+        )
+        read_only_fields = fields
+
+    def get_fields(self) -> dict[str, Any]:
+        fields = super().get_fields()
+        pk_field = UserSession._meta.get_field("user").target_field  # type: ignore[union-attr]
+        if pk_field.get_internal_type() not in ("AutoField", "BigAutoField", "IntegerField"):
+            fields["user_id"] = serializers.CharField(read_only=True)
+        return fields
+
+    def get_is_current(self, session: UserSession) -> bool:
+        return bool(session.pk == self.context.get("current_session_id"))
+
+
+def _open_session_response(request: Any, user: Any) -> tuple[UserSession, str]:
+    """Open a session for a user who just proved their password; send ``user_logged_in``."""
+    session, token = sessions.open_session(user, request)
+    user_logged_in.send(sender=user.__class__, request=getattr(request, "_request", request), user=user)
+    return session, token
+
+
+class LoginSerializer(serializers.Serializer):
+    """``{username, password}`` checked by ``django.contrib.auth.authenticate``.
+
+    ``validated_data`` after ``save()``: ``token`` (shown once), ``session_id``, ``expire_at``.
+    """
+
+    username = serializers.CharField(max_length=254, trim_whitespace=False)
+    password = serializers.CharField(
+        max_length=4096, trim_whitespace=False, write_only=True, style={"input_type": "password"}
+    )
+
+    default_error_messages = {
+        "invalid_credentials": _("Unable to log in with provided credentials."),
+    }
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        request = self.context["request"]
+        user = authenticate(
+            getattr(request, "_request", request),
+            username=attrs["username"],
+            password=attrs["password"],
+        )
+        if user is None or not getattr(user, "is_active", True):
+            self.fail("invalid_credentials")
+        attrs["user"] = user
+        return attrs
+
+    def create(self, validated_data: dict[str, Any]) -> dict[str, Any]:
+        session, token = _open_session_response(self.context["request"], validated_data["user"])
+        return {"token": token, "session_id": session.pk, "expire_at": session.expire_at}
+
+    def to_representation(self, instance: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "token": instance["token"],
+            "session_id": str(instance["session_id"]),
+            "expire_at": serializers.DateTimeField().to_representation(instance["expire_at"])
+            if instance["expire_at"]
+            else None,
+        }
+
+
+class TokenSessionObtainPairSerializer(TokenObtainSerializer):
+    """simplejwt's obtain-pair that opens a ``UserSession`` and puts its id in both tokens.
+
+    Returns ``access``, ``refresh``, ``session_id``, ``expire_at``.
+    """
+
+    token_class = RefreshToken
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        super().validate(attrs)
+        session, _token = _open_session_response(self.context.get("request"), self.user)
+        refresh = refresh_token_for_session(session, self.user)
+        return {
+            "access": str(access_token_for_session(refresh, session)),
+            "refresh": str(refresh),
+            "session_id": str(session.pk),
+            "expire_at": serializers.DateTimeField().to_representation(session.expire_at)
+            if session.expire_at
+            else None,
+        }
+
+
+def _session_of(refresh: RefreshToken, request: Any) -> tuple[Any, UserSession]:
+    """Return ``(user, session)`` named by a verified refresh token, or raise 401."""
+    session_id = refresh.payload.get(session_settings.SESSION_ID_CLAIM)
+    if session_id is None:
+        raise InvalidToken(_("Token contained no recognizable session id."))
+    try:
+        user, session = sessions.authenticate_session_id(session_id, request)
+    except sessions.SessionRefused as error:
+        raise refused(error) from None
+    if str(refresh.payload.get(jwt_settings.USER_ID_CLAIM)) != str(
+        getattr(user, jwt_settings.USER_ID_FIELD)
+    ):
+        raise refused(sessions.SessionRefused(*sessions.INVALID_TOKEN))
+    return user, session
+
+
+def _verified_refresh(raw: str) -> RefreshToken:
+    try:
+        return RefreshToken(raw)  # type: ignore[arg-type]
+    except TokenError as error:
+        raise InvalidToken(error.args[0]) from None
+
+
+class TokenSessionRefreshSerializer(serializers.Serializer):
+    """simplejwt refresh that refuses tokens of ended, expired, suspended or missing sessions.
+
+    Honours ``ROTATE_REFRESH_TOKENS`` and ``BLACKLIST_AFTER_ROTATION``; rotation keeps the
+    session. Returns ``access`` (and ``refresh`` when rotating).
+    """
+
+    refresh = serializers.CharField(max_length=4096)
+    access = serializers.CharField(read_only=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        refresh = _verified_refresh(attrs["refresh"])
+        _user, session = _session_of(refresh, self.context.get("request"))
+        data = {"access": str(access_token_for_session(refresh, session))}
+        if jwt_settings.ROTATE_REFRESH_TOKENS:
+            if jwt_settings.BLACKLIST_AFTER_ROTATION and hasattr(refresh, "blacklist"):
+                refresh.blacklist()
+            refresh.set_jti()
+            refresh.set_exp()
+            refresh.set_iat()
+            if hasattr(refresh, "outstand"):
+                refresh.outstand()
+            cap_expiry(refresh, session)
+            data["refresh"] = str(refresh)
+        return data
+
+
+class TokenSessionBlacklistSerializer(serializers.Serializer):
+    """Logout for JWT clients: ends the refresh token's own session and blacklists the token."""
+
+    refresh = serializers.CharField(max_length=4096, write_only=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        refresh = _verified_refresh(attrs["refresh"])
+        session_id = refresh.payload.get(session_settings.SESSION_ID_CLAIM)
+        if session_id is None:
+            raise InvalidToken(_("Token contained no recognizable session id."))
+        attrs["refresh_token"], attrs["session_id"] = refresh, session_id
+        return attrs
+
+    def save(self, **kwargs: Any) -> None:  # type: ignore[override]
+        refresh: RefreshToken = self.validated_data["refresh_token"]
+        user_id = refresh.payload.get(jwt_settings.USER_ID_CLAIM)
+        try:
+            owned = UserSession.objects.filter(
+                pk=self.validated_data["session_id"], **{f"user__{jwt_settings.USER_ID_FIELD}": user_id}
+            )
+            sessions.revoke(owned, EndReason.LOGOUT)
+        except (ValueError, exceptions.ValidationError):
+            raise InvalidToken(_("Token contained no recognizable session id.")) from None
+        if hasattr(refresh, "blacklist"):
+            refresh.blacklist()

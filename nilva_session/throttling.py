@@ -1,0 +1,61 @@
+"""Login throttles: one budget per client IP, one per username (``LOGIN_THROTTLE_RATE``).
+
+Both are DRF throttles, so a refused attempt gets 429 with ``Retry-After``. They read the rate
+and the cache at call time. If the cache fails they let the request through (and the failure
+is logged): an outage of Redis must not lock every user out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.cache import BaseCache
+from rest_framework.request import Request
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import APIView
+
+from . import cache, clients
+from .conf import session_settings
+from .utils import hash_data
+
+
+class LoginThrottle(SimpleRateThrottle):
+    """Base class: ``LOGIN_THROTTLE_RATE`` on the session cache; ``None`` disables it."""
+
+    scope = "nilva_session_login"
+
+    @property  # type: ignore[override]
+    def cache(self) -> BaseCache:
+        return cache.get_cache()
+
+    def get_rate(self) -> str | None:
+        return session_settings.LOGIN_THROTTLE_RATE  # type: ignore[no-any-return]
+
+    def allow_request(self, request: Request, view: APIView) -> bool:
+        try:
+            return super().allow_request(request, view)
+        except Exception as error:  # the cache is down: fail open, the DB path still works
+            cache.errors.report("throttle", error)
+            return True
+
+
+class LoginIPThrottle(LoginThrottle):
+    """Counts login attempts per client IP address."""
+
+    def get_cache_key(self, request: Request, view: APIView) -> str:
+        ip = clients.client_ip(request) or "unknown"
+        return self.cache_format % {"scope": self.scope + "_ip", "ident": ip}
+
+
+class LoginUsernameThrottle(LoginThrottle):
+    """Counts login attempts per username (hashed: any length or alphabet makes a safe key)."""
+
+    username_field = "username"
+
+    def get_cache_key(self, request: Request, view: APIView) -> str | None:
+        data: Any = request.data
+        username = data.get(self.username_field) if hasattr(data, "get") else None
+        if not isinstance(username, str) or not username:
+            return None
+        ident = hash_data(username.casefold())
+        return self.cache_format % {"scope": self.scope + "_user", "ident": ident}

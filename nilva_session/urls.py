@@ -1,0 +1,18 @@
+"""Routes of nilva-session; ``include("nilva_session.urls")`` under any prefix."""
+
+from django.urls import path
+
+from . import apis
+
+app_name = "nilva_session"
+
+urlpatterns = [
+    path("login/", apis.LoginApi.as_view(), name="login"),
+    path("logout/", apis.LogoutApi.as_view(), name="logout"),
+    path("logout/all/", apis.LogoutAllApi.as_view(), name="logout-all"),
+    path("active/", apis.ListDestroyActiveSessionsApi.as_view(), name="active"),
+    path("active/<str:session_id>/", apis.SessionDetailApi.as_view(), name="session-detail"),
+    path("token/", apis.TokenSessionObtainPairApi.as_view(), name="token-obtain"),
+    path("token/refresh/", apis.TokenSessionRefreshApi.as_view(), name="token-refresh"),
+    path("token/logout/", apis.TokenSessionLogoutApi.as_view(), name="token-logout"),
+]
