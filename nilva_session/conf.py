@@ -50,6 +50,8 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_THROTTLE_RATE": "5/min",
     # How long ended sessions are kept before the cleanup command deletes them.
     "REVOKED_RETENTION": timedelta(days=30),
+    # Accept tokens issued by nilva-session 0.1.x (50-64 characters of a-z0-9, no checksum).
+    "ACCEPT_LEGACY_TOKENS": True,
 }
 
 USER_AGENT_CHECK_MODES = ("family", "strict", "off")

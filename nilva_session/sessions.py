@@ -20,7 +20,14 @@ from django.utils.translation import gettext_lazy as _
 from . import cache, clients
 from .models import EndReason, UserSession, UserSessionQuerySet
 from .signals import session_created, session_revoked, session_suspended
-from .utils import hash_data, is_well_formed_token, token_expire_at_generator, token_generator
+from .conf import session_settings
+from .utils import (
+    hash_data,
+    is_legacy_token,
+    is_well_formed_token,
+    token_expire_at_generator,
+    token_generator,
+)
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -85,7 +92,9 @@ def authenticate_token(
 
     A token of the wrong shape is refused before any cache or database access.
     """
-    if not is_well_formed_token(token):
+    if not is_well_formed_token(token) and not (
+        session_settings.ACCEPT_LEGACY_TOKENS and is_legacy_token(token)
+    ):
         raise SessionRefused(*INVALID_TOKEN)
     digest = hash_data(token)
     return _authenticate(cache.token_key(digest), {"key": digest}, request, user_agent_check)
@@ -145,8 +154,6 @@ def check_user_agent(session: UserSession, request: Any) -> None:
     In ``"family"`` mode a new version of the same browser, OS and device is accepted and
     becomes the stored user agent.
     """
-    from .conf import session_settings
-
     mode = session_settings.USER_AGENT_CHECK
     current = clients.user_agent(request)
     if mode == "off" or current == session.user_agent:
@@ -168,8 +175,6 @@ def _record_activity(
     session: UserSession, entry_key: str, marker: Any, ip: str | None, now: datetime
 ) -> None:
     """Write ``last_online``/``last_ip`` at most once per interval (or on an IP change)."""
-    from .conf import session_settings
-
     interval = session_settings.LAST_ONLINE_UPDATE_INTERVAL
     if marker is not None:
         if marker == (ip or ""):

@@ -61,6 +61,14 @@ def is_well_formed_token(token: str) -> bool:
     return secrets.compare_digest(_checksum(head), checksum)
 
 
+_LEGACY_ALPHABET = frozenset(string.ascii_lowercase + string.digits)
+
+
+def is_legacy_token(token: str) -> bool:
+    """Return True for the shape of a nilva-session 0.1.x token: 50 to 64 characters of a-z0-9."""
+    return 50 <= len(token) <= 64 and _LEGACY_ALPHABET.issuperset(token)
+
+
 def hash_data(data: str) -> str:
     """Return the SHA-256 hex digest (64 characters) of ``data``; this is what the DB stores."""
     return hashlib.sha256(data.encode("utf-8")).hexdigest()

@@ -3,7 +3,7 @@
 ``tests/settings_services.py`` runs the same suite on PostgreSQL + Redis.
 """
 
-SECRET_KEY = "tests-only-not-secret"
+SECRET_KEY = "tests-only-not-secret-but-long-enough-for-hs256-keys"
 DEBUG = False
 USE_TZ = True
 TIME_ZONE = "UTC"
