@@ -14,17 +14,19 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from . import sessions
 from .models import EndReason, UserSession, UserSessionQuerySet
 from .serializers import (
     LoginSerializer,
+    ReauthenticateSerializer,
     SessionSerializer,
     TokenSessionBlacklistSerializer,
     TokenSessionObtainPairSerializer,
     TokenSessionRefreshSerializer,
 )
-from .throttling import LoginIPThrottle, LoginUsernameThrottle
+from .throttling import LoginIPThrottle, LoginUsernameThrottle, ReauthenticationUserThrottle
 
 MAX_IDS_PER_DELETE = 100
 
@@ -71,6 +73,15 @@ def _current_session_id(request: Request) -> uuid.UUID | None:
     return session.pk if session is not None else None
 
 
+def _require_session(request: Request) -> UserSession:
+    session = sessions.current_session(request)
+    if session is None:
+        raise exceptions.PermissionDenied(
+            {"detail": _("This request was not made with a session."), "code": "no_session"}
+        )
+    return session
+
+
 def _parse_session_id(value: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(value)
@@ -99,12 +110,7 @@ class LogoutApi(SessionAPIView):
     permission_classes = [IsAuthenticated]
 
     def post(self, request: Request) -> Response:
-        session = sessions.current_session(request)
-        if session is None:
-            raise exceptions.PermissionDenied(
-                {"detail": _("This request was not made with a session."), "code": "no_session"}
-            )
-        sessions.revoke([session], EndReason.LOGOUT)
+        sessions.revoke([_require_session(request)], EndReason.LOGOUT)
         user_logged_out.send(sender=request.user.__class__, request=request._request, user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -160,6 +166,41 @@ class ListDestroyActiveSessionsApi(SessionAPIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class SessionHistoryApi(SessionAPIView):
+    """``GET``: the user's most recent sessions, ended ones included, with why they ended."""
+
+    permission_classes = [IsAuthenticated]
+    limit = 100
+
+    def get(self, request: Request) -> Response:
+        queryset = _user_sessions(request).order_by("-created_at")[: self.limit]
+        serializer = SessionSerializer(
+            queryset, many=True, context={"current_session_id": _current_session_id(request)}
+        )
+        return Response(serializer.data)
+
+
+class ReauthenticateApi(SessionAPIView):
+    """``POST {password}``: the current session proves the password again → 200.
+
+    Sessions that did so within ``max_age`` pass the ``RecentlyAuthenticated`` permission.
+    Throttled like login (per client IP and per user).
+    """
+
+    permission_classes = [IsAuthenticated]
+    throttle_classes = [LoginIPThrottle, ReauthenticationUserThrottle]
+
+    def post(self, request: Request) -> Response:
+        session = _require_session(request)
+        serializer = ReauthenticateSerializer(
+            data=request.data, context={"request": request, "session": session}
+        )
+        serializer.is_valid(raise_exception=True)
+        serializer.save()
+        at = session.authenticated_at
+        return Response({"session_id": str(session.pk), "authenticated_at": at and at.isoformat()})
+
+
 class SessionDetailApi(SessionAPIView):
     """``GET`` one session of the user; ``DELETE`` ends it (204). 404 when it is not theirs."""
 
@@ -187,6 +228,11 @@ class _JwtApi(SessionAPIView):
     permission_classes = [AllowAny]
     serializer_class: Any = None
     success_status = status.HTTP_200_OK
+    www_authenticate_realm = "api"
+
+    def get_authenticate_header(self, request: Request) -> str:
+        # As simplejwt's own views: refused credentials are 401 (with WWW-Authenticate), not 403.
+        return f'{jwt_settings.AUTH_HEADER_TYPES[0]} realm="{self.www_authenticate_realm}"'
 
     def post(self, request: Request) -> Response:
         serializer = self.serializer_class(data=request.data, context={"request": request})

@@ -81,7 +81,9 @@ class _ErrorLog:
     """Logs the first cache failure of a burst, then one summary per interval."""
 
     def __init__(self) -> None:
-        self.last_logged = 0.0
+        # -inf, not 0.0: time.monotonic() has an arbitrary origin (boot on Linux) and may be
+        # under ERROR_LOG_INTERVAL, which would silence the first failure.
+        self.last_logged = float("-inf")
         self.suppressed = 0
 
     def report(self, operation: str, error: Exception) -> None:
@@ -103,7 +105,7 @@ class _ErrorLog:
 errors = _ErrorLog()
 
 
-def _safely(operation: str, default: T, func: Any, *args: Any, **kwargs: Any) -> T:
+def safely(operation: str, default: T, func: Any, *args: Any, **kwargs: Any) -> T:
     try:
         return func(*args, **kwargs)  # type: ignore[no-any-return]
     except Exception as error:  # any backend, any failure: the DB is the fallback
@@ -111,11 +113,16 @@ def _safely(operation: str, default: T, func: Any, *args: Any, **kwargs: Any) ->
         return default
 
 
-def read(entry_key: str) -> tuple[Any, Any]:
-    """Return ``(entry, activity_marker)`` for one key in one round trip; None where missing."""
+def read(entry_key: str, counter_key: str | None = None) -> tuple[Any, Any, Any]:
+    """Return ``(entry, activity_marker, counter)`` in one round trip; None where missing.
+
+    ``counter_key`` (optional) is read along: the invalid-token counter of the client.
+    """
     marker_key = activity_key(entry_key)
-    found = _safely("read", {}, get_cache().get_many, [entry_key, marker_key])
-    return found.get(entry_key), found.get(marker_key)
+    keys = [entry_key, marker_key] if counter_key is None else [entry_key, marker_key, counter_key]
+    found = safely("read", {}, get_cache().get_many, keys)
+    counter = found.get(counter_key) if counter_key is not None else None
+    return found.get(entry_key), found.get(marker_key), counter
 
 
 def _stamp(value: datetime | None) -> float | None:
@@ -192,7 +199,7 @@ def fill(entry_key: str, session: UserSession, user: AbstractBaseUser, now: date
     timeout = session_settings.seconds("SESSION_CACHE_TTL")
     if session.expire_at is not None:
         timeout = min(timeout, max(1, int((session.expire_at - now).total_seconds())))
-    _safely("add", False, get_cache().add, entry_key, pack(session, user), timeout)
+    safely("add", False, get_cache().add, entry_key, pack(session, user), timeout)
 
 
 def mark_activity(entry_key: str, ip: str | None, *, replace: bool) -> bool:
@@ -204,9 +211,9 @@ def mark_activity(entry_key: str, ip: str | None, *, replace: bool) -> bool:
         "LAST_ONLINE_UPDATE_INTERVAL"
     )
     if replace:
-        _safely("set", None, get_cache().set, marker_key, ip or "", timeout)
+        safely("set", None, get_cache().set, marker_key, ip or "", timeout)
         return True
-    return _safely("add", True, get_cache().add, marker_key, ip or "", timeout)
+    return safely("add", True, get_cache().add, marker_key, ip or "", timeout)
 
 
 def bar(keys: Iterable[str]) -> None:
@@ -217,7 +224,7 @@ def bar(keys: Iterable[str]) -> None:
 
     def write() -> None:
         tombstones = dict.fromkeys(keys, TOMBSTONE)
-        _safely("set_many", [], get_cache().set_many, tombstones, session_settings.seconds("TOMBSTONE_TTL"))
+        safely("set_many", [], get_cache().set_many, tombstones, session_settings.seconds("TOMBSTONE_TTL"))
 
     write()
     transaction.on_commit(write)

@@ -93,25 +93,32 @@ def check_cache_alias(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
     ]
 
 
-@register()
-def check_login_throttle_rate(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+RATE_SETTINGS = ("LOGIN_THROTTLE_RATE", "INVALID_TOKEN_THROTTLE_RATE")
+
+
+def _is_rate(value: Any) -> bool:
     from rest_framework.throttling import SimpleRateThrottle
 
-    value = _setting("LOGIN_THROTTLE_RATE")
+    if value is None:
+        return True
     try:
-        if value is not None:
-            num, period = SimpleRateThrottle.parse_rate(None, value)  # type: ignore[arg-type]
-            if num is None or num < 1 or not period:
-                raise ValueError(value)
-        return []
+        num, period = SimpleRateThrottle.parse_rate(None, value)  # type: ignore[arg-type]
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-        return [
-            Error(
-                f"NILVA_SESSION['LOGIN_THROTTLE_RATE'] is {value!r}; use a DRF rate such as "
-                "'5/min', or None to turn login throttling off.",
-                id="nilva_session.E005",
-            )
-        ]
+        return False
+    return num is not None and num >= 1 and bool(period)
+
+
+@register(Tags.security)
+def check_throttle_rates(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    return [
+        Error(
+            f"NILVA_SESSION[{name!r}] is {_setting(name)!r}; use a DRF rate such as '5/min', "
+            "or None to turn it off.",
+            id="nilva_session.E005",
+        )
+        for name in RATE_SETTINGS
+        if not _is_rate(_setting(name))
+    ]
 
 
 @register()
@@ -197,3 +204,81 @@ def check_unknown_keys(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
             id="nilva_session.W002",
         )
     ]
+
+
+def _optional_duration_ok(value: Any) -> bool:
+    return value is None or (isinstance(value, timedelta) and value > timedelta(0))
+
+
+@register(Tags.security)
+def check_timeouts(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    idle, absolute = _setting("IDLE_TIMEOUT"), _setting("ABSOLUTE_LIFETIME")
+    for name, value in (("IDLE_TIMEOUT", idle), ("ABSOLUTE_LIFETIME", absolute)):
+        if not _optional_duration_ok(value):
+            errors.append(
+                Error(
+                    f"NILVA_SESSION[{name!r}] must be a positive timedelta, seconds or None, "
+                    f"not {value!r}.",
+                    id="nilva_session.E010",
+                )
+            )
+    interval = _setting("LAST_ONLINE_UPDATE_INTERVAL")
+    if isinstance(idle, timedelta) and isinstance(interval, timedelta) and idle <= interval:
+        errors.append(
+            Error(
+                "NILVA_SESSION['IDLE_TIMEOUT'] must be longer than LAST_ONLINE_UPDATE_INTERVAL: "
+                "activity is recorded once per interval, so a shorter timeout cannot be told.",
+                id="nilva_session.E010",
+            )
+        )
+    if _setting("SLIDING_EXPIRY") and absolute is None:
+        errors.append(
+            Error(
+                "NILVA_SESSION['SLIDING_EXPIRY'] needs ABSOLUTE_LIFETIME: a session kept in use "
+                "would otherwise never expire.",
+                hint="For example: ABSOLUTE_LIFETIME = timedelta(days=30).",
+                id="nilva_session.E011",
+            )
+        )
+    return errors
+
+
+@register()
+def check_session_limit(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from .conf import SESSION_LIMIT_POLICIES
+
+    limit, policy = _setting("MAX_SESSIONS_PER_USER"), _setting("SESSION_LIMIT_POLICY")
+    limit_ok = limit is None or (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0)
+    if limit_ok and policy in SESSION_LIMIT_POLICIES:
+        return []
+    return [
+        Error(
+            f"NILVA_SESSION['MAX_SESSIONS_PER_USER'] ({limit!r}) must be a positive integer or "
+            f"None, and SESSION_LIMIT_POLICY ({policy!r}) one of: "
+            f"{', '.join(SESSION_LIMIT_POLICIES)}.",
+            id="nilva_session.E012",
+        )
+    ]
+
+
+@register(Tags.security)
+def check_trusted_proxies(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    import ipaddress
+
+    count, networks = _setting("TRUSTED_PROXY_COUNT"), _setting("TRUSTED_PROXIES")
+    problems = []
+    if not (isinstance(count, int) and not isinstance(count, bool) and count >= 0):
+        problems.append(f"TRUSTED_PROXY_COUNT must be a whole number ≥ 0, not {count!r}")
+    if isinstance(networks, str) or not isinstance(networks, (list, tuple)):
+        problems.append(f"TRUSTED_PROXIES must be a list of networks, not {networks!r}")
+    else:
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except (TypeError, ValueError):
+                problems.append(f"TRUSTED_PROXIES has {network!r}, which is not a network")
+    if count and networks and not problems:
+        problems.append("set TRUSTED_PROXY_COUNT or TRUSTED_PROXIES, not both")
+    return [Error(f"NILVA_SESSION: {problem}.", id="nilva_session.E013") for problem in problems]
+

@@ -19,12 +19,17 @@ _TABLET_WORDS = ("ipad", "tablet", "kindle", "playbook", "nexus 7", "nexus 9", "
 _MOBILE_OS = frozenset({"iOS", "Android", "Windows Phone", "BlackBerry OS", "KaiOS", "Symbian OS"})
 
 
-def client_ip(request: HttpRequest) -> str | None:
-    """Return the client's IP address from ``REMOTE_ADDR``, or None when missing or invalid.
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# X-Forwarded-For is read only up to this many characters and entries.
+MAX_FORWARDED_LENGTH = 2048
+MAX_FORWARDED_ENTRIES = 32
 
-    IPv4-mapped IPv6 addresses are unpacked; nothing that is not an IP address is ever returned.
+
+def parse_ip(raw: object) -> IPAddress | None:
+    """Return a normalised IP address, or None for anything that is not one.
+
+    IPv4-mapped IPv6 addresses are unpacked; an IPv6 zone ("%eth0") is dropped.
     """
-    raw = request.META.get("REMOTE_ADDR")
     if not isinstance(raw, str) or not raw or len(raw) > 64:
         return None
     try:
@@ -32,8 +37,52 @@ def client_ip(request: HttpRequest) -> str | None:
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return str(address)
+        return address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        # PostgreSQL's inet and a 39-character column cannot hold a zone.
+        return ipaddress.IPv6Address(address.packed)
+    return address
+
+
+def _forwarded_chain(request: HttpRequest) -> list[str]:
+    header = request.META.get("HTTP_X_FORWARDED_FOR") or ""
+    if not isinstance(header, str) or len(header) > MAX_FORWARDED_LENGTH:
+        return []
+    return [part.strip() for part in header.split(",")][-MAX_FORWARDED_ENTRIES:]
+
+
+def _trusted_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(net, strict=False) for net in session_settings.TRUSTED_PROXIES]
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """Return the client's IP address, or None when it cannot be known.
+
+    ``REMOTE_ADDR`` by default. ``X-Forwarded-For`` is read only when the project says which
+    proxies to trust: ``TRUSTED_PROXY_COUNT`` (that many proxies in front of Django) or
+    ``TRUSTED_PROXIES`` (their networks). Entries added by an untrusted client are ignored,
+    and nothing that is not an IP address is ever returned.
+    """
+    remote = parse_ip(request.META.get("REMOTE_ADDR"))
+    if remote is None:
+        return None
+    networks, count = _trusted_networks(), session_settings.TRUSTED_PROXY_COUNT
+    if not networks and not count:
+        return str(remote)
+    hops = [*_forwarded_chain(request), str(remote)]  # nearest hop last
+    if networks:
+        # Walk from the nearest hop outwards; the first address we do not trust is the client.
+        client = remote
+        for raw in reversed(hops):
+            address = parse_ip(raw)
+            if address is None:
+                break
+            client = address
+            if not any(address in network for network in networks):
+                break
+        return str(client)
+    candidate = parse_ip(hops[-(count + 1)] if len(hops) > count else hops[0])
+    return str(candidate or remote)
 
 
 def user_agent(request: HttpRequest) -> str:

@@ -52,17 +52,45 @@ DEFAULTS: dict[str, Any] = {
     "REVOKED_RETENTION": timedelta(days=30),
     # Accept tokens issued by nilva-session 0.1.x (50-64 characters of a-z0-9, no checksum).
     "ACCEPT_LEGACY_TOKENS": True,
+    # Refuse a session unused for longer than this (timedelta), or None.
+    "IDLE_TIMEOUT": None,
+    # Push expire_at forward by EXPIRE_AT on activity (at most once per update interval).
+    "SLIDING_EXPIRY": False,
+    # No session lives longer than this after its login (timedelta), or None. Required with
+    # SLIDING_EXPIRY; without it, expire_at (never extended) is already the absolute limit.
+    "ABSOLUTE_LIFETIME": None,
+    # Most active sessions one user may have (None: no limit), and what a login past it does:
+    # "end_least_recent" ends the least recently used session, "refuse" answers 4xx.
+    "MAX_SESSIONS_PER_USER": None,
+    "SESSION_LIMIT_POLICY": "end_least_recent",
+    # Default max_age of the RecentlyAuthenticated permission.
+    "REAUTHENTICATION_MAX_AGE": timedelta(minutes=15),
+    # Read X-Forwarded-For only behind this many trusted proxies, or from these networks.
+    "TRUSTED_PROXY_COUNT": 0,
+    "TRUSTED_PROXIES": (),
+    # DRF rate of refused tokens per client IP before further attempts get 429; None = off.
+    "INVALID_TOKEN_THROTTLE_RATE": "60/min",
+    # End every other session of a user whose password changes.
+    "END_SESSIONS_ON_PASSWORD_CHANGE": True,
+    # Suspend a session whose client IP changes (off by default: mobile clients roam).
+    "BIND_IP": False,
 }
+
+SESSION_LIMIT_POLICIES = ("end_least_recent", "refuse")
 
 USER_AGENT_CHECK_MODES = ("family", "strict", "off")
 
 # Settings that may be given in seconds as well as a timedelta.
 DURATION_SETTINGS = (
+    "REAUTHENTICATION_MAX_AGE",
     "SESSION_CACHE_TTL",
     "TOMBSTONE_TTL",
     "LAST_ONLINE_UPDATE_INTERVAL",
     "REVOKED_RETENTION",
 )
+
+# Durations that may also be None (off).
+OPTIONAL_DURATION_SETTINGS = ("IDLE_TIMEOUT", "ABSOLUTE_LIFETIME")
 
 
 def _as_timedelta(value: Any) -> Any:
@@ -89,7 +117,7 @@ class SessionSettings:
     def _load(self) -> dict[str, Any]:
         merged = dict(DEFAULTS)
         merged.update({k: v for k, v in self.user_values().items() if k in DEFAULTS})
-        for name in DURATION_SETTINGS:
+        for name in (*DURATION_SETTINGS, *OPTIONAL_DURATION_SETTINGS):
             merged[name] = _as_timedelta(merged[name])
         return merged
 

@@ -8,10 +8,12 @@ look valid for longer than the session they belong to.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken, Token
 
+from . import sessions
 from .conf import session_settings
 
 if TYPE_CHECKING:
@@ -27,12 +29,33 @@ def cap_expiry(token: Token, session: UserSession) -> Token:
     return token
 
 
+def bind_to_session(refresh: RefreshToken, session: UserSession) -> RefreshToken:
+    """Put the session id in ``refresh`` (access tokens minted from it copy it) and cap it."""
+    refresh[session_settings.SESSION_ID_CLAIM] = str(session.pk)
+    return cap_expiry(refresh, session)  # type: ignore[return-value]
+
+
 def refresh_token_for_session(session: UserSession, user: AbstractBaseUser) -> RefreshToken:
     """Return a new refresh token for ``user`` that names ``session``."""
-    refresh = RefreshToken.for_user(user)
-    refresh[session_settings.SESSION_ID_CLAIM] = str(session.pk)
-    cap_expiry(refresh, session)
-    return refresh
+    return bind_to_session(RefreshToken.for_user(user), session)
+
+
+def owner_check(token: Token, then: sessions.UserAgentCheck) -> sessions.UserAgentCheck:
+    """Return a session check that refuses a session not owned by the token's user, then ``then``.
+
+    Passed as the user-agent check of :func:`sessions.authenticate_session_id`, it runs before the
+    user-agent rule, the cache fill and the activity write: a token naming someone else's session
+    is refused without suspending, caching or touching that session.
+    """
+    token_user = token.get(jwt_settings.USER_ID_CLAIM)
+
+    def check(session: UserSession, request: Any) -> None:
+        owner = getattr(session.user, jwt_settings.USER_ID_FIELD)
+        if token_user is None or str(token_user) != str(owner):
+            raise sessions.SessionRefused(*sessions.INVALID_TOKEN)
+        then(session, request)
+
+    return check
 
 
 def access_token_for_session(refresh: RefreshToken, session: UserSession) -> AccessToken:

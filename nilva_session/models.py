@@ -30,6 +30,8 @@ class EndReason(models.TextChoices):
     PASSWORD_CHANGED = "password_changed", _("Password changed")
     USER_DEACTIVATED = "user_deactivated", _("User deactivated")
     REPLACED = "replaced", _("Replaced by a newer session")
+    IDLE = "idle_timeout", _("Idle for too long")
+    IP_CHANGED = "ip_changed", _("Suspended: client IP changed")
 
 
 class UserSessionQuerySet(models.QuerySet):
@@ -106,6 +108,11 @@ class UserSession(models.Model):
     def user_agent_data(self) -> dict[str, Any]:
         """Return the parsed user agent (``os``, ``browser``, ``device_*``, ``is_mobile`` ...)."""
         return clients.describe_user_agent(self.user_agent)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        # Model.delete() bypasses QuerySet.delete(): bar the cached copy here too.
+        cache.bar_sessions([(self.pk, self.key)])
+        return super().delete(*args, **kwargs)
 
     def revoke(self, reason: str = EndReason.REVOKED, detail: str | None = None) -> bool:
         """End this session; return True if it was active."""

@@ -1,26 +1,63 @@
-"""Keep sessions in step with their users: a changed user is re-read, a deactivated one ended."""
+"""Keep sessions in step with their users.
+
+A changed user is re-read on the next request, a deactivated one has every session ended, and a
+password change ends every session but the one kept with ``sessions.keep_session``.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
-from django.db.models.signals import post_save, pre_delete
+from django.db.models.signals import post_init, post_save, pre_delete, pre_save
 
 from . import sessions
+from .conf import session_settings
 from .models import EndReason, UserSession
 
 # Saves that touch only these fields cannot change whether a session may authenticate.
 HARMLESS_FIELDS = frozenset({"last_login"})
+PASSWORD_ATTRIBUTE = "_nilva_session_password"
+
+
+def _loaded_password(user: Any) -> str | None:
+    # Read the instance dict: a deferred password (a user rebuilt from the cache) stays unloaded.
+    return user.__dict__.get("password")
+
+
+def user_initialised(sender: Any, instance: Any, **kwargs: Any) -> None:
+    setattr(instance, PASSWORD_ATTRIBUTE, _loaded_password(instance))
+
+
+def user_saving(sender: Any, instance: Any, **kwargs: Any) -> None:
+    # A user loaded without its password (deferred) that now has one: fetch what it was.
+    if instance.pk is None or getattr(instance, PASSWORD_ATTRIBUTE, None) is not None:
+        return
+    if _loaded_password(instance) is not None:
+        stored = type(instance)._base_manager.filter(pk=instance.pk).values_list("password", flat=True)
+        setattr(instance, PASSWORD_ATTRIBUTE, stored.first())
+
+
+def _password_changed(instance: Any, update_fields: Any) -> bool:
+    if update_fields is not None and "password" not in update_fields:
+        return False
+    before, after = getattr(instance, PASSWORD_ATTRIBUTE, None), _loaded_password(instance)
+    return before is not None and after is not None and before != after
 
 
 def user_saved(sender: Any, instance: Any, created: bool, update_fields: Any, **kwargs: Any) -> None:
+    changed = not created and _password_changed(instance, update_fields)
+    setattr(instance, PASSWORD_ATTRIBUTE, _loaded_password(instance))
     if created or (update_fields is not None and set(update_fields) <= HARMLESS_FIELDS):
         return
     if not getattr(instance, "is_active", True):
         sessions.revoke(UserSession.objects.for_user(instance), EndReason.USER_DEACTIVATED)
-    else:
-        sessions.invalidate_user(instance)
+        return
+    if changed and session_settings.END_SESSIONS_ON_PASSWORD_CHANGE:
+        kept = sessions.kept_session_id(instance)
+        others = UserSession.objects.for_user(instance).exclude(pk=kept)
+        sessions.revoke(others, EndReason.PASSWORD_CHANGED)
+    sessions.invalidate_user(instance)
 
 
 def user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
@@ -28,5 +65,8 @@ def user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     sessions.invalidate_user(instance)
 
 
-post_save.connect(user_saved, sender=settings.AUTH_USER_MODEL, dispatch_uid="nilva_session_user_saved")
-pre_delete.connect(user_deleted, sender=settings.AUTH_USER_MODEL, dispatch_uid="nilva_session_user_deleted")
+USER = settings.AUTH_USER_MODEL
+post_init.connect(user_initialised, sender=USER, dispatch_uid="nilva_session_user_initialised")
+pre_save.connect(user_saving, sender=USER, dispatch_uid="nilva_session_user_saving")
+post_save.connect(user_saved, sender=USER, dispatch_uid="nilva_session_user_saved")
+pre_delete.connect(user_deleted, sender=USER, dispatch_uid="nilva_session_user_deleted")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.contrib.auth import authenticate, user_logged_in
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, serializers
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
@@ -15,7 +17,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from . import sessions
 from .authentication import refused
 from .conf import session_settings
-from .jwt import access_token_for_session, cap_expiry, refresh_token_for_session
+from .jwt import access_token_for_session, bind_to_session, cap_expiry, owner_check
 from .models import EndReason, UserSession
 
 
@@ -38,6 +40,9 @@ class SessionSerializer(serializers.ModelSerializer):
             "created_at",
             "expire_at",
             "is_current",
+            "is_active",
+            "ended_at",
+            "end_reason",
         )
         read_only_fields = fields
 
@@ -54,7 +59,10 @@ class SessionSerializer(serializers.ModelSerializer):
 
 def _open_session_response(request: Any, user: Any) -> tuple[UserSession, str]:
     """Open a session for a user who just proved their password; send ``user_logged_in``."""
-    session, token = sessions.open_session(user, request)
+    try:
+        session, token = sessions.open_session(user, request)
+    except sessions.SessionLimitReached as error:
+        raise exceptions.PermissionDenied({"detail": error.message, "code": error.code}) from None
     user_logged_in.send(sender=user.__class__, request=getattr(request, "_request", request), user=user)
     return session, token
 
@@ -100,6 +108,33 @@ class LoginSerializer(serializers.Serializer):
         }
 
 
+class ReauthenticateSerializer(serializers.Serializer):
+    """``{password}`` of the signed-in user; ``save()`` records it on the current session."""
+
+    password = serializers.CharField(
+        max_length=4096, trim_whitespace=False, write_only=True, style={"input_type": "password"}
+    )
+
+    default_error_messages = {"invalid_password": _("The password is not correct.")}
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        request = self.context["request"]
+        user = request.user
+        confirmed = authenticate(
+            getattr(request, "_request", request),
+            username=user.get_username(),
+            password=attrs["password"],
+        )
+        if confirmed is None or confirmed.pk != user.pk:
+            self.fail("invalid_password")
+        return attrs
+
+    def save(self, **kwargs: Any) -> UserSession:  # type: ignore[override]
+        session = self.context["session"]
+        sessions.confirm_authentication(session)
+        return session  # type: ignore[no-any-return]
+
+
 class TokenSessionObtainPairSerializer(TokenObtainSerializer):
     """simplejwt's obtain-pair that opens a ``UserSession`` and puts its id in both tokens.
 
@@ -111,7 +146,8 @@ class TokenSessionObtainPairSerializer(TokenObtainSerializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         super().validate(attrs)
         session, _token = _open_session_response(self.context.get("request"), self.user)
-        refresh = refresh_token_for_session(session, self.user)
+        # get_token(), so claims added by a subclass (simplejwt's documented hook) are kept.
+        refresh = bind_to_session(self.get_token(self.user), session)  # type: ignore[arg-type,type-var]
         return {
             "access": str(access_token_for_session(refresh, session)),
             "refresh": str(refresh),
@@ -128,14 +164,11 @@ def _session_of(refresh: RefreshToken, request: Any) -> tuple[Any, UserSession]:
     if session_id is None:
         raise InvalidToken(_("Token contained no recognizable session id."))
     try:
-        user, session = sessions.authenticate_session_id(session_id, request)
+        return sessions.authenticate_session_id(
+            session_id, request, owner_check(refresh, sessions.check_user_agent)
+        )
     except sessions.SessionRefused as error:
         raise refused(error) from None
-    if str(refresh.payload.get(jwt_settings.USER_ID_CLAIM)) != str(
-        getattr(user, jwt_settings.USER_ID_FIELD)
-    ):
-        raise refused(sessions.SessionRefused(*sessions.INVALID_TOKEN))
-    return user, session
 
 
 def _verified_refresh(raw: str) -> RefreshToken:
@@ -165,9 +198,9 @@ class TokenSessionRefreshSerializer(serializers.Serializer):
             refresh.set_jti()
             refresh.set_exp()
             refresh.set_iat()
+            cap_expiry(refresh, session)  # before outstand(), which records the final token
             if hasattr(refresh, "outstand"):
                 refresh.outstand()
-            cap_expiry(refresh, session)
             data["refresh"] = str(refresh)
         return data
 
@@ -180,6 +213,10 @@ class TokenSessionBlacklistSerializer(serializers.Serializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         refresh = _verified_refresh(attrs["refresh"])
         session_id = refresh.payload.get(session_settings.SESSION_ID_CLAIM)
+        try:
+            session_id = uuid.UUID(str(session_id)) if session_id is not None else None
+        except ValueError:
+            session_id = None
         if session_id is None:
             raise InvalidToken(_("Token contained no recognizable session id."))
         attrs["refresh_token"], attrs["session_id"] = refresh, session_id
@@ -193,7 +230,8 @@ class TokenSessionBlacklistSerializer(serializers.Serializer):
                 pk=self.validated_data["session_id"], **{f"user__{jwt_settings.USER_ID_FIELD}": user_id}
             )
             sessions.revoke(owned, EndReason.LOGOUT)
-        except (ValueError, exceptions.ValidationError):
-            raise InvalidToken(_("Token contained no recognizable session id.")) from None
+        except (ValueError, exceptions.ValidationError, DjangoValidationError):
+            # A user id claim of the wrong type for USER_ID_FIELD.
+            raise InvalidToken(_("Token contained no recognizable user identification")) from None
         if hasattr(refresh, "blacklist"):
             refresh.blacklist()

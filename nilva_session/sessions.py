@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import logging
 import uuid
+from contextlib import nullcontext
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from . import cache, clients
+from . import cache, clients, guessing
 from .models import EndReason, UserSession, UserSessionQuerySet
 from .signals import session_created, session_revoked, session_suspended
 from .conf import session_settings
@@ -57,6 +59,49 @@ USER_AGENT_CHANGED = (
     _("This session was suspended because the client changed. Please sign in again."),
     "session_suspended",
 )
+IP_CHANGED = (
+    _("This session was suspended because the client's address changed. Please sign in again."),
+    "session_suspended",
+)
+SESSION_IDLE = (_("This session was idle for too long. Please sign in again."), "session_idle")
+
+
+class SessionLimitReached(SessionRefused):
+    """A login past ``MAX_SESSIONS_PER_USER`` under the ``"refuse"`` policy."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            _("You are signed in on too many devices. Sign out of one and try again."),
+            "session_limit_reached",
+        )
+
+
+def _initial_expiry(now: datetime, expire_at: datetime | None) -> datetime | None:
+    expiry = expire_at if expire_at is not None else token_expire_at_generator()
+    cap = session_settings.ABSOLUTE_LIFETIME
+    if cap is not None and (expiry is None or expiry > now + cap):
+        expiry = now + cap
+    return expiry
+
+
+def _make_room(user: AbstractBaseUser) -> None:
+    """Apply ``MAX_SESSIONS_PER_USER`` before a login; call inside a transaction.
+
+    The user's row is locked (``SELECT … FOR UPDATE``), so concurrent logins of one user are
+    counted one after the other.
+    """
+    limit = session_settings.MAX_SESSIONS_PER_USER
+    if not limit:
+        return
+    type(user)._base_manager.select_for_update().filter(pk=user.pk).values_list("pk").first()
+    live = UserSession.objects.for_user(user).active().order_by("last_online", "created_at")
+    ids = list(live.values_list("pk", flat=True))
+    excess = len(ids) - limit + 1
+    if excess <= 0:
+        return
+    if session_settings.SESSION_LIMIT_POLICY == "refuse":
+        raise SessionLimitReached()
+    revoke(UserSession.objects.filter(pk__in=ids[:excess]), EndReason.REPLACED)
 
 
 def open_session(
@@ -68,18 +113,23 @@ def open_session(
     """Create a session for ``user``; return ``(session, raw_token)``.
 
     The raw token exists only in the return value: the row stores its SHA-256 digest.
-    ``expire_at=None`` means the configured ``EXPIRE_AT`` (which may itself be None: no expiry).
+    ``expire_at=None`` means the configured ``EXPIRE_AT``; either way the expiry is capped at
+    ``ABSOLUTE_LIFETIME``. Raises :class:`SessionLimitReached` when ``MAX_SESSIONS_PER_USER``
+    is reached under the ``"refuse"`` policy; the least recently used session is ended otherwise.
     """
     token = token_generator()
     now = timezone.now()
-    session = UserSession.objects.create(
-        user=user,
-        key=hash_data(token),
-        expire_at=expire_at if expire_at is not None else token_expire_at_generator(),
-        last_ip=clients.client_ip(request) if request is not None else None,
-        user_agent=clients.user_agent(request) if request is not None else "",
-        authenticated_at=now,
-    )
+    # Only a session limit needs a transaction (for its row lock); a plain login is one INSERT.
+    with transaction.atomic() if session_settings.MAX_SESSIONS_PER_USER else nullcontext():
+        _make_room(user)
+        session = UserSession.objects.create(
+            user=user,
+            key=hash_data(token),
+            expire_at=_initial_expiry(now, expire_at),
+            last_ip=clients.client_ip(request) if request is not None else None,
+            user_agent=clients.user_agent(request) if request is not None else "",
+            authenticated_at=now,
+        )
     session_created.send(sender=UserSession, session=session, request=request)
     logger.info("session opened: session=%s user=%s", session.pk, session.user_id)
     return session, token
@@ -90,14 +140,18 @@ def authenticate_token(
 ) -> tuple[AbstractBaseUser, UserSession]:
     """Return ``(user, session)`` for a raw opaque token, or raise :class:`SessionRefused`.
 
-    A token of the wrong shape is refused before any cache or database access.
+    A token of the wrong shape is refused before any cache or database access; a client that
+    keeps sending unknown tokens is throttled (``INVALID_TOKEN_THROTTLE_RATE``) before the
+    database is asked again.
     """
     if not is_well_formed_token(token) and not (
         session_settings.ACCEPT_LEGACY_TOKENS and is_legacy_token(token)
     ):
         raise SessionRefused(*INVALID_TOKEN)
     digest = hash_data(token)
-    return _authenticate(cache.token_key(digest), {"key": digest}, request, user_agent_check)
+    return _authenticate(
+        cache.token_key(digest), {"key": digest}, request, user_agent_check, guard_guessing=True
+    )
 
 
 def authenticate_session_id(
@@ -116,36 +170,71 @@ def _authenticate(
     lookup: dict[str, Any],
     request: Any,
     user_agent_check: UserAgentCheck | None,
+    guard_guessing: bool = False,
 ) -> tuple[AbstractBaseUser, UserSession]:
     now = timezone.now()
-    entry, marker = cache.read(entry_key)
+    ip = clients.client_ip(request) if request is not None else None
+    failures_key = guessing.counter_key(ip, now) if guard_guessing else None
+    entry, marker, failures = cache.read(entry_key, failures_key)
     found = cache.unpack(entry) if entry is not None else None
+    if found is not None and session_settings.SLIDING_EXPIRY and found[0].is_expired(now):
+        found = None  # the copy may predate a sliding extension: the database decides
     if found is not None:
         session, user = found
     else:
+        guessing.check(failures, now)
         try:
             session = UserSession.objects.select_related("user").get(**lookup)
         except UserSession.DoesNotExist:
+            guessing.count(failures_key, now)
+            logger.info("authentication refused: unknown credential, ip=%s", ip)
             raise SessionRefused(*INVALID_TOKEN) from None
         user = session.user
-    check_session(session, user, now)
-    (user_agent_check or check_user_agent)(session, request)
+    try:
+        check_session(session, user, now, from_database=found is None)
+        if request is not None:
+            (user_agent_check or check_user_agent)(session, request)
+            check_ip_binding(session, ip, request)
+    except SessionRefused as refusal:
+        logger.info("authentication refused: session=%s reason=%s", session.pk, refusal.code)
+        raise
     if entry is None:
         cache.fill(entry_key, session, user, now)
-    _record_activity(session, entry_key, marker, clients.client_ip(request), now)
-    http_request = getattr(request, "_request", request)
-    setattr(http_request, REQUEST_ATTRIBUTE, session)
+    if request is not None:
+        _record_activity(session, entry_key, marker, ip, now)
+        setattr(getattr(request, "_request", request), REQUEST_ATTRIBUTE, session)
     return user, session
 
 
-def check_session(session: UserSession, user: AbstractBaseUser, now: datetime) -> None:
-    """Raise :class:`SessionRefused` unless the session is active, unexpired and its user active."""
+def _past_absolute_lifetime(session: UserSession, now: datetime) -> bool:
+    cap = session_settings.ABSOLUTE_LIFETIME
+    return cap is not None and session.created_at is not None and session.created_at + cap <= now
+
+
+def check_session(
+    session: UserSession, user: AbstractBaseUser, now: datetime, from_database: bool = True
+) -> None:
+    """Raise :class:`SessionRefused` unless the session may authenticate now.
+
+    Active, not expired, within ``ABSOLUTE_LIFETIME`` of its login, user active, and — when
+    ``last_online`` comes from the database — not idle for longer than ``IDLE_TIMEOUT`` (a
+    cached copy's idleness is decided by the conditional activity UPDATE instead).
+    """
     if not session.is_active:
         raise SessionRefused(*SESSION_ENDED)
-    if session.is_expired(now):
+    if session.is_expired(now) or _past_absolute_lifetime(session, now):
         raise SessionRefused(*SESSION_EXPIRED)
     if not getattr(user, "is_active", True):
         raise SessionRefused(*USER_INACTIVE)
+    idle = session_settings.IDLE_TIMEOUT
+    if from_database and idle is not None and now - session.last_online > idle:
+        _end_idle(session, now)
+
+
+def _end_idle(session: UserSession, now: datetime) -> None:
+    idle_since = now - session_settings.IDLE_TIMEOUT
+    revoke(UserSession.objects.filter(pk=session.pk, last_online__lt=idle_since), EndReason.IDLE)
+    raise SessionRefused(*SESSION_IDLE)
 
 
 def check_user_agent(session: UserSession, request: Any) -> None:
@@ -171,10 +260,35 @@ def check_user_agent(session: UserSession, request: Any) -> None:
     raise SessionRefused(*USER_AGENT_CHANGED)
 
 
+def check_ip_binding(session: UserSession, ip: str | None, request: Any) -> None:
+    """With ``BIND_IP``, suspend a session whose client IP differs from its last one."""
+    if not session_settings.BIND_IP or ip == session.last_ip or session.last_ip is None:
+        return
+    detail = f"Client IP changed from {session.last_ip} to {ip or 'unknown'}."
+    suspend(session, EndReason.IP_CHANGED, detail, request)
+    raise SessionRefused(*IP_CHANGED)
+
+
+def _slid_expiry(session: UserSession, now: datetime) -> datetime | None:
+    """Return the new ``expire_at`` under ``SLIDING_EXPIRY``, or None to leave it alone."""
+    lifetime = session_settings.EXPIRE_AT
+    if not session_settings.SLIDING_EXPIRY or lifetime is None:
+        return None
+    expiry = now + lifetime
+    cap = session_settings.ABSOLUTE_LIFETIME
+    if cap is not None and session.created_at is not None:
+        expiry = min(expiry, session.created_at + cap)
+    return expiry
+
+
 def _record_activity(
     session: UserSession, entry_key: str, marker: Any, ip: str | None, now: datetime
 ) -> None:
-    """Write ``last_online``/``last_ip`` at most once per interval (or on an IP change)."""
+    """Write activity at most once per interval (or on an IP change) with one UPDATE.
+
+    The UPDATE is ``WHERE id=… AND is_active`` (and, with ``IDLE_TIMEOUT``, ``AND last_online``
+    recent enough), so it never revives an ended session; it also slides ``expire_at``.
+    """
     interval = session_settings.LAST_ONLINE_UPDATE_INTERVAL
     if marker is not None:
         if marker == (ip or ""):
@@ -183,8 +297,19 @@ def _record_activity(
         return
     if not cache.mark_activity(entry_key, ip, replace=marker is not None):
         return  # another request of this session is writing the same activity
-    UserSession.objects.filter(pk=session.pk, is_active=True).update(last_online=now, last_ip=ip)
+    changes: dict[str, Any] = {"last_online": now, "last_ip": ip}
+    expiry = _slid_expiry(session, now)
+    if expiry is not None:
+        changes["expire_at"] = expiry
+    live = UserSession.objects.filter(pk=session.pk, is_active=True)
+    idle = session_settings.IDLE_TIMEOUT
+    if idle is not None:
+        live = live.filter(last_online__gte=now - idle)
+    if not live.update(**changes) and idle is not None:
+        _end_idle(session, now)
     session.last_online, session.last_ip = now, ip
+    if expiry is not None:
+        session.expire_at = expiry
 
 
 def _end(sessions: UserSessionQuerySet, reason: str, detail: str | None) -> list[tuple[Any, Any]]:
@@ -239,6 +364,15 @@ def suspend(session: UserSession, reason: str, detail: str, request: Any = None)
     return True
 
 
+def confirm_authentication(session: UserSession) -> None:
+    """Record that ``session`` just proved the user's password (``authenticated_at = now``)."""
+    now = timezone.now()
+    UserSession.objects.filter(pk=session.pk, is_active=True).update(authenticated_at=now)
+    cache.bar_sessions([(session.pk, session.key)])  # cached copies carry authenticated_at
+    session.authenticated_at = now
+    logger.info("session re-authenticated: session=%s user=%s", session.pk, session.user_id)
+
+
 def invalidate_user(user: Any) -> None:
     """Keep every active session of ``user`` out of the cache for ``TOMBSTONE_TTL``.
 
@@ -253,3 +387,30 @@ def current_session(request: Any) -> UserSession | None:
     if hasattr(request, "_request"):
         getattr(request, "user", None)  # DRF authenticates lazily; make sure it has run
     return getattr(getattr(request, "_request", request), REQUEST_ATTRIBUTE, None)
+
+
+KEEP_ATTRIBUTE = "_nilva_session_keep"
+
+
+def keep_session(user: Any, session_or_request: Any) -> None:
+    """Keep one session alive through the password change about to be saved on ``user``.
+
+    Like Django's ``update_session_auth_hash`` but called *before* ``user.save()``::
+
+        sessions.keep_session(request.user, request)   # or a UserSession
+        request.user.set_password(new_password)
+        request.user.save()
+
+    Every other session of the user ends with reason ``password_changed``.
+    """
+    session = (
+        session_or_request
+        if isinstance(session_or_request, UserSession)
+        else current_session(session_or_request)
+    )
+    setattr(user, KEEP_ATTRIBUTE, session.pk if session is not None else None)
+
+
+def kept_session_id(user: Any) -> Any:
+    """Return the id set by :func:`keep_session` (once; it is cleared), or None."""
+    return user.__dict__.pop(KEEP_ATTRIBUTE, None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.cache import BaseCache
+from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
@@ -34,6 +35,8 @@ class LoginThrottle(SimpleRateThrottle):
     def allow_request(self, request: Request, view: APIView) -> bool:
         try:
             return super().allow_request(request, view)
+        except APIException:  # e.g. a body that does not parse: the client's error, not the cache's
+            raise
         except Exception as error:  # the cache is down: fail open, the DB path still works
             cache.errors.report("throttle", error)
             return True
@@ -59,3 +62,12 @@ class LoginUsernameThrottle(LoginThrottle):
             return None
         ident = hash_data(username.casefold())
         return self.cache_format % {"scope": self.scope + "_user", "ident": ident}
+
+
+class ReauthenticationUserThrottle(LoginThrottle):
+    """Counts password confirmations per signed-in user."""
+
+    def get_cache_key(self, request: Request, view: APIView) -> str | None:
+        if not request.user or not request.user.is_authenticated:
+            return None
+        return self.cache_format % {"scope": self.scope + "_reauth", "ident": request.user.pk}

@@ -59,6 +59,7 @@ REST_FRAMEWORK = {
 NILVA_SESSION = {
     # Tests that exercise throttling set a rate themselves.
     "LOGIN_THROTTLE_RATE": None,
+    "INVALID_TOKEN_THROTTLE_RATE": None,
 }
 
 SILENCED_SYSTEM_CHECKS = ["nilva_session.W001"]

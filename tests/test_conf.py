@@ -24,7 +24,7 @@ def test_defaults_apply_when_nothing_is_configured():
     with override_settings(NILVA_SESSION={}, USER_SESSION={}):
         assert session_settings.TOKEN_SIZE == 43
         assert session_settings.TOKEN_PREFIX == "nvs_"
-        assert session_settings.EXPIRE_AT == timedelta(days=1)
+        assert timedelta(days=1) == session_settings.EXPIRE_AT
         assert session_settings.USER_AGENT_CHECK == "family"
         assert session_settings.CACHE_ALIAS == "default"
 
@@ -57,8 +57,10 @@ def test_pytest_django_settings_fixture_is_followed(settings):
 
 
 def test_changing_caches_reloads_settings_too():
-    session_settings.TOKEN_SIZE  # make sure the merged dict is built
-    with override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}):
+    assert session_settings.TOKEN_SIZE  # builds the merged dict
+    with override_settings(
+        CACHES={"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+    ):
         assert session_settings._merged is None
 
 
@@ -76,7 +78,7 @@ def test_legacy_user_session_dict_with_all_keys():
 
 def test_legacy_cache_ttl_in_seconds_as_0_1_x_wrote_it():
     with override_settings(USER_SESSION={"SESSION_CACHE_TTL": 60 * 60}, NILVA_SESSION={}):
-        assert session_settings.SESSION_CACHE_TTL == timedelta(hours=1)
+        assert timedelta(hours=1) == session_settings.SESSION_CACHE_TTL
 
 
 def test_nilva_session_wins_over_legacy_dict():
@@ -90,7 +92,7 @@ def test_nilva_session_wins_over_legacy_dict():
 
 
 def test_legacy_dict_change_alone_reloads():
-    session_settings.SESSION_ID_CLAIM
+    assert session_settings.SESSION_ID_CLAIM == "session_id"
     with override_settings(USER_SESSION={"SESSION_ID_CLAIM": "legacy"}):
         assert session_settings.SESSION_ID_CLAIM == "legacy"
     assert session_settings.SESSION_ID_CLAIM == "session_id"
@@ -98,7 +100,7 @@ def test_legacy_dict_change_alone_reloads():
 
 def test_non_dict_settings_are_ignored():
     with override_settings(USER_SESSION="nonsense", NILVA_SESSION=None):
-        assert session_settings.TOKEN_SIZE == DEFAULTS["TOKEN_SIZE"]
+        assert DEFAULTS["TOKEN_SIZE"] == session_settings.TOKEN_SIZE
 
 
 @pytest.mark.parametrize("name", conf.DURATION_SETTINGS)
@@ -109,12 +111,12 @@ def test_durations_may_be_given_in_seconds(name):
 
 def test_durations_accept_float_seconds():
     with override_settings(NILVA_SESSION={"TOMBSTONE_TTL": 1.5}):
-        assert session_settings.TOMBSTONE_TTL == timedelta(seconds=1.5)
+        assert timedelta(seconds=1.5) == session_settings.TOMBSTONE_TTL
 
 
 def test_durations_given_as_timedelta_are_kept():
     with override_settings(NILVA_SESSION={"REVOKED_RETENTION": timedelta(days=3)}):
-        assert session_settings.REVOKED_RETENTION == timedelta(days=3)
+        assert timedelta(days=3) == session_settings.REVOKED_RETENTION
 
 
 def test_boolean_duration_is_not_taken_for_seconds():

@@ -43,10 +43,13 @@ class Command(BaseCommand):
         days = options["retention_days"]
         if days is not None and days < 0:
             raise CommandError("--retention-days must not be negative.")
-        retention = (
-            timedelta(days=days) if days is not None else session_settings.REVOKED_RETENTION
-        )
-        stale = stale_sessions(timezone.now(), retention)
+        try:  # NaN, infinity or a span past year 1 cannot make a cutoff date
+            retention = (
+                timedelta(days=days) if days is not None else session_settings.REVOKED_RETENTION
+            )
+            stale = stale_sessions(timezone.now(), retention)
+        except (ValueError, OverflowError):
+            raise CommandError("--retention-days is out of range.") from None
         if options["dry_run"]:
             self.stdout.write(f"Would delete {stale.count()} sessions (dry run).")
             return

@@ -1,0 +1,69 @@
+"""Throttling of token guessing: refused tokens are counted per client IP.
+
+A fixed-window counter in the session cache, read in the same round trip as the session entry
+(so a valid, cached session costs nothing extra). Once a client IP has sent
+``INVALID_TOKEN_THROTTLE_RATE`` unknown tokens in the window, its further unknown tokens get 429
+before the database is asked. A live cached session from the same IP still authenticates.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from django.utils.translation import gettext_lazy as _
+from rest_framework.throttling import SimpleRateThrottle
+
+from . import cache
+from .conf import session_settings
+
+logger = logging.getLogger("nilva_session.security")
+
+
+class GuessingThrottled(Exception):
+    """Too many unknown tokens from one client; ``wait`` is the seconds until the window ends."""
+
+    message = _("Too many invalid tokens from this address.")
+    code = "throttled"
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(str(self.message))
+        self.wait = wait
+
+
+def _rate() -> tuple[int, int] | None:
+    rate = session_settings.INVALID_TOKEN_THROTTLE_RATE
+    if rate is None:
+        return None
+    num, period = SimpleRateThrottle.parse_rate(None, rate)  # type: ignore[arg-type]
+    return (num, period) if num and period else None
+
+
+def counter_key(ip: str | None, now: datetime) -> str | None:
+    """Return the counter key of this client and window, or None when throttling is off."""
+    rate = _rate()
+    if rate is None:
+        return None
+    window = int(now.timestamp()) // rate[1]
+    return f"{session_settings.SESSION_CACHE_PREFIX}invalid:{ip or 'unknown'}:{window}"
+
+
+def check(failures: Any, now: datetime) -> None:
+    """Raise :class:`GuessingThrottled` when the counter read is at the limit."""
+    rate = _rate()
+    if rate is None or not isinstance(failures, int) or failures < rate[0]:
+        return
+    wait = rate[1] - (now.timestamp() % rate[1])
+    logger.warning("authentication throttled: too many invalid tokens")
+    raise GuessingThrottled(wait)
+
+
+def count(key: str | None, now: datetime) -> None:
+    """Count one unknown token against ``key`` (no-op when throttling is off)."""
+    rate = _rate()
+    if key is None or rate is None:
+        return
+    backend = cache.get_cache()
+    cache.safely("add", False, backend.add, key, 0, rate[1] + 1)
+    cache.safely("incr", 0, backend.incr, key)

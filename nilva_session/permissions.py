@@ -1,0 +1,50 @@
+"""DRF permissions built on sessions."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from rest_framework import exceptions
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+
+from .conf import session_settings
+from .sessions import current_session
+
+
+class ReauthenticationRequired(exceptions.PermissionDenied):
+    default_detail = _("Please confirm your password to continue.")
+    default_code = "reauthentication_required"
+
+
+class RecentlyAuthenticated(BasePermission):
+    """Allow only sessions that proved the password within ``max_age`` (ASVS 7.5.1, 7.5.3).
+
+    Use as ``permission_classes = [IsAuthenticated, RecentlyAuthenticated]`` or with your own
+    age: ``RecentlyAuthenticated.with_max_age(timedelta(minutes=5))``. Otherwise 403 with
+    ``{"detail": ..., "code": "reauthentication_required"}``; the client re-confirms with
+    ``POST reauthenticate/`` and retries.
+    """
+
+    #: None means the ``REAUTHENTICATION_MAX_AGE`` setting, read per request.
+    max_age: timedelta | None = None
+
+    @classmethod
+    def with_max_age(cls, max_age: timedelta) -> type[RecentlyAuthenticated]:
+        """Return a subclass with its own ``max_age``."""
+        return type(f"RecentlyAuthenticatedWithin{int(max_age.total_seconds())}s", (cls,), {"max_age": max_age})
+
+    def get_max_age(self) -> timedelta:
+        return self.max_age or session_settings.REAUTHENTICATION_MAX_AGE  # type: ignore[no-any-return]
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        session = current_session(request)
+        proved = session.authenticated_at if session is not None else None
+        if proved is None or timezone.now() - proved > self.get_max_age():
+            raise ReauthenticationRequired(
+                {"detail": ReauthenticationRequired.default_detail, "code": "reauthentication_required"}
+            )
+        return True

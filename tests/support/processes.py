@@ -1,0 +1,237 @@
+"""The demo project under gunicorn (real worker processes) and a plain HTTP client for it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .services import EXAMPLE_DIR, free_port, wait_until
+
+USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36"
+)
+ACCESS_LOG_FORMAT = "%(p)s %(s)s %(q)s"
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    sent: float  # time.monotonic() when the request was sent
+    done: float  # ... and when the answer was read
+    tag: str = ""
+    who: str = ""
+
+
+def call(
+    port: int,
+    method: str,
+    path: str,
+    *,
+    headers: dict[str, str] | None = None,
+    body: Any = None,
+    timeout: float = 15.0,
+) -> Reply:
+    """One request on a fresh connection (no keep-alive), so requests spread over the workers."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    all_headers = {"User-Agent": USER_AGENT, "Connection": "close", **(headers or {})}
+    payload = None
+    if body is not None:
+        payload = json.dumps(body).encode()
+        all_headers["Content-Type"] = "application/json"
+    sent = time.monotonic()
+    try:
+        conn.request(method, path, body=payload, headers=all_headers)
+        response = conn.getresponse()
+        raw = response.read()
+        status = response.status
+    except (OSError, http.client.HTTPException) as error:
+        # A dropped connection counts as a server error: it is not an answer.
+        return Reply(599, repr(error), sent, time.monotonic())
+    finally:
+        conn.close()
+    try:
+        parsed: Any = json.loads(raw) if raw else None
+    except ValueError:
+        parsed = raw.decode(errors="replace")
+    return Reply(status, parsed, sent, time.monotonic())
+
+
+class Gunicorn:
+    """``python -m gunicorn demo.wsgi -w N`` in ``example/``; stopped by its own process group."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, workers: int = 4) -> None:
+        self.port = free_port()
+        self.workers = workers
+        self.env = env
+        self.access_log = log_dir / "access.log"
+        self.error_log = log_dir / "error.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "gunicorn", "demo.wsgi",
+                "-w", str(self.workers), "-b", f"127.0.0.1:{self.port}",
+                "--max-requests", "0", "--timeout", "60", "--graceful-timeout", "3",
+                "--no-control-socket",  # the default path is shared by every gunicorn here
+                "--access-logfile", str(self.access_log),
+                "--access-logformat", ACCESS_LOG_FORMAT,
+                "--error-logfile", str(self.error_log),
+            ],
+            cwd=EXAMPLE_DIR,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: we stop exactly what we started
+        )
+
+        def answering() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                pytest.fail(f"gunicorn exited with {self.proc.returncode}:\n{self.errors()}")
+            return call(self.port, "GET", "/api/whoami/", timeout=2).status == 401
+
+        wait_until(answering, 60, interval=0.2, what="gunicorn to answer")
+
+    def errors(self) -> str:
+        try:
+            return self.error_log.read_text()[-5000:]
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def access_lines(self) -> list[tuple[int, int, str]]:
+        """``(worker pid, status, query string)`` of every request logged so far."""
+        lines = []
+        for line in self.access_log.read_text().splitlines():
+            parts = line.split(" ", 2)
+            pid = parts[0].strip("<>")  # gunicorn writes the pid as <1234>
+            if len(parts) == 3 and pid.isdigit() and parts[1].isdigit():
+                lines.append((int(pid), int(parts[1]), parts[2]))
+        return lines
+
+    def workers_for(self, tag: str, expected: int) -> dict[int, dict[int, int]]:
+        """``{pid: {status: count}}`` for the requests tagged ``t=<tag>``.
+
+        Waits (bounded) until ``expected`` of them are in the access log.
+        """
+        marker = f"t={tag}&"
+
+        def tagged() -> list[tuple[int, int, str]]:
+            return [line for line in self.access_lines() if line[2].startswith(marker)]
+
+        wait_until(lambda: len(tagged()) >= expected, 10, what=f"{expected} log lines of {tag}")
+        by_pid: dict[int, dict[int, int]] = {}
+        for pid, status, _query in tagged():
+            by_pid.setdefault(pid, {}).setdefault(status, 0)
+            by_pid[pid][status] += 1
+        return by_pid
+
+
+@dataclass
+class Credential:
+    name: str
+    header: str  # the Authorization header value
+
+
+def whoami(port: int, credential: Credential, tag: str, index: int) -> Reply:
+    reply = call(
+        port,
+        "GET",
+        f"/api/whoami/?t={tag}&i={index}",
+        headers={"Authorization": credential.header},
+    )
+    reply.tag, reply.who = tag, credential.name
+    return reply
+
+
+def burst(
+    port: int, credentials: list[Credential], count: int, tag: str, concurrency: int = 8
+) -> list[Reply]:
+    """``count`` GETs of /api/whoami/, credentials in turn, ``concurrency`` at a time."""
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(
+            pool.map(
+                lambda i: whoami(port, credentials[i % len(credentials)], tag, i), range(count)
+            )
+        )
+
+
+@dataclass
+class Hammer:
+    """Threads sending requests without pause until stopped (bounded in count and time)."""
+
+    port: int
+    credentials: list[Credential]
+    tag: str
+    threads: int = 4
+    max_requests: int = 3000
+    max_seconds: float = 30.0
+    replies: list[Reply] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._count = 0
+        self._workers = [threading.Thread(target=self._run, daemon=True) for _ in range(self.threads)]
+
+    def _next(self) -> int | None:
+        with self._lock:
+            if self._count >= self.max_requests:
+                return None
+            self._count += 1
+            return self._count
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            index = self._next()
+            if index is None:
+                return
+            reply = whoami(self.port, self.credentials[index % len(self.credentials)], self.tag, index)
+            with self._lock:
+                self.replies.append(reply)
+
+    def __enter__(self) -> Hammer:
+        for worker in self._workers:
+            worker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(30)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.replies)
+
+
+def statuses(replies: Iterable[Reply]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for reply in replies:
+        counts[reply.status] = counts.get(reply.status, 0) + 1
+    return dict(sorted(counts.items()))

@@ -1,0 +1,264 @@
+"""PostgreSQL, Redis and process helpers for the ``services`` tests.
+
+These tests run only with ``--ds=tests.settings_services``. On the default settings (SQLite +
+local memory) they are skipped with a reason; with the services settings active, a PostgreSQL or
+Redis that cannot be reached is a failure, never a skip.
+
+Isolation from other test runs on the same machine: the in-process tests use a Redis database of
+their own (``NILVA_TEST_PRIVATE_REDIS_DB``, default 14) with a unique key prefix, the gunicorn
+tests a PostgreSQL database they create and drop, and the outage tests a redis-server of their
+own on a free loopback port. Nothing here stops, pauses or flushes the shared Redis db 15.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse, urlunparse
+
+import pytest
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_DIR = ROOT / "example"
+PRIVATE_REDIS_DB = int(os.environ.get("NILVA_TEST_PRIVATE_REDIS_DB", "14"))
+
+
+def services_active() -> bool:
+    """True when the suite runs on PostgreSQL + Redis (``tests.settings_services``)."""
+    engine = settings.DATABASES["default"]["ENGINE"]
+    backend = settings.CACHES["default"]["BACKEND"]
+    return engine == "django.db.backends.postgresql" and "redis" in backend.lower()
+
+
+#: ``pytestmark`` of every services test module.
+SERVICES = [
+    pytest.mark.services,
+    pytest.mark.skipif(
+        not services_active(),
+        reason="needs PostgreSQL + Redis: run with --ds=tests.settings_services",
+    ),
+]
+
+
+def uses_django_redis() -> bool:
+    return settings.CACHES["default"]["BACKEND"].startswith("django_redis.")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.05, what: str = "") -> None:
+    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what or predicate}")
+
+
+# --------------------------------------------------------------------------------------------
+# Redis
+# --------------------------------------------------------------------------------------------
+
+
+def shared_redis_url() -> str:
+    """The Redis URL of the services settings (``REDIS_URL``)."""
+    return str(getattr(settings, "REDIS_URL", settings.CACHES["default"]["LOCATION"]))
+
+
+def redis_url_with_db(url: str, db: int) -> str:
+    return urlunparse(urlparse(url)._replace(path=f"/{db}"))
+
+
+def private_redis_url() -> str:
+    """The shared Redis server, but this suite's own database number."""
+    return redis_url_with_db(shared_redis_url(), PRIVATE_REDIS_DB)
+
+
+def require_redis(url: str) -> None:
+    """Fail (not skip) when the Redis at ``url`` does not answer."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except Exception as error:  # noqa: BLE001
+        pytest.fail(f"Redis at {url} is unreachable ({error}); the services tests need it")
+    finally:
+        client.close()
+
+
+def cache_settings(location: str, *, key_prefix: str = "", timeout: float | None = 0.5) -> dict:
+    """``CACHES`` for ``location`` with the backend of the running suite and socket timeouts."""
+    backend = settings.CACHES["default"]["BACKEND"]
+    options: dict[str, Any]
+    if backend.startswith("django_redis."):
+        options = {"CLIENT_CLASS": "django_redis.client.DefaultClient"}
+        if timeout is not None:
+            options.update(SOCKET_TIMEOUT=timeout, SOCKET_CONNECT_TIMEOUT=timeout)
+    else:
+        options = {}
+        if timeout is not None:
+            options.update(socket_timeout=timeout, socket_connect_timeout=timeout)
+    return {
+        "default": {
+            "BACKEND": backend,
+            "LOCATION": location,
+            "KEY_PREFIX": key_prefix,
+            "OPTIONS": options,
+        }
+    }
+
+
+class RedisServer:
+    """A redis-server this test owns, on a free loopback port: start, kill, pause, restart."""
+
+    def __init__(self, workdir: Path) -> None:
+        if shutil.which("redis-server") is None:
+            pytest.fail("redis-server is not on PATH; the Redis outage tests need it")
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.paused = False
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def client(self, timeout: float = 2.0) -> Any:
+        import redis
+
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+
+    def start(self) -> None:
+        """Start on the same port; loads ``dump.rdb`` from ``workdir`` if one was saved."""
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.proc = subprocess.Popen(
+            [
+                "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+                "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+                "--dbfilename", "dump.rdb", "--loglevel", "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self.ping, 10, what=f"redis-server on port {self.port}")
+
+    def ping(self) -> bool:
+        client = self.client(timeout=0.5)
+        try:
+            return bool(client.ping())
+        except Exception:  # noqa: BLE001
+            return False
+        finally:
+            client.close()
+
+    def save(self) -> None:
+        """Write ``dump.rdb`` now (the next ``start`` loads it)."""
+        client = self.client()
+        try:
+            client.save()
+        finally:
+            client.close()
+
+    def forget_dump(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.workdir / "dump.rdb").unlink()
+
+    def kill(self) -> None:
+        """SIGKILL: the server is gone at once (connections refused)."""
+        if self.proc is not None and self.proc.poll() is None:
+            if self.paused:
+                self.resume()
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its data and its port but answers nothing."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+        self.paused = False
+
+    def stop(self) -> None:
+        self.kill()
+        self.forget_dump()
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[RedisServer]:
+    server = RedisServer(workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL
+# --------------------------------------------------------------------------------------------
+
+
+def pg_params() -> dict[str, Any]:
+    db = settings.DATABASES["default"]
+    params = {
+        "host": db.get("HOST") or "127.0.0.1",
+        "port": int(db.get("PORT") or 5432),
+        "user": db.get("USER") or "postgres",
+        "connect_timeout": 5,
+    }
+    if db.get("PASSWORD"):
+        params["password"] = db["PASSWORD"]
+    return params
+
+
+def pg_url(name: str) -> str:
+    from urllib.parse import quote
+
+    params = pg_params()
+    auth = quote(params["user"])
+    if params.get("password"):
+        auth += ":" + quote(params["password"])
+    return f"postgres://{auth}@{params['host']}:{params['port']}/{name}"
+
+
+def _maintenance_connection() -> Any:
+    import psycopg
+
+    try:
+        return psycopg.connect(dbname="postgres", autocommit=True, **pg_params())
+    except Exception as error:  # noqa: BLE001
+        pytest.fail(f"PostgreSQL at {pg_params()['host']}:{pg_params()['port']} is unreachable: {error}")
+
+
+@contextlib.contextmanager
+def scratch_database(prefix: str = "nilva_mp") -> Iterator[str]:
+    """Create a PostgreSQL database of our own; drop it (even with open connections) after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with _maintenance_connection() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with _maintenance_connection() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

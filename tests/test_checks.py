@@ -1,0 +1,293 @@
+"""System checks: each bad setting is reported under its stable id."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.checks import Error, Warning, run_checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from nilva_session import checks
+
+LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
+REDIS_CACHE = {
+    "BACKEND": "django.core.cache.backends.redis.RedisCache",
+    "LOCATION": "redis://127.0.0.1:6379",
+}
+
+
+def nilva_ids(messages=None):
+    """Ids of the nilva_session messages among ``messages`` (all registered checks by default)."""
+    if messages is None:
+        messages = run_checks()
+    return sorted(m.id for m in messages if (m.id or "").startswith("nilva_session."))
+
+
+def ids_with(**options):
+    with override_settings(NILVA_SESSION=options):
+        return nilva_ids()
+
+
+# --- the default configuration --------------------------------------------------------------------
+
+
+def test_default_configuration_has_no_nilva_session_errors():
+    with override_settings(NILVA_SESSION={}, USER_SESSION={}):
+        messages = [m for m in run_checks() if (m.id or "").startswith("nilva_session.")]
+    assert not [m for m in messages if m.is_serious()]
+    # Only the process-local cache warning may remain (LocMem in the test settings).
+    assert {m.id for m in messages} <= {"nilva_session.W001"}
+
+
+def test_test_settings_pass_the_check_command():
+    # W001 is silenced in tests/settings.py; nothing else may be reported.
+    call_command("check", "--fail-level", "WARNING")
+
+
+def test_checks_are_registered():
+    ids = ids_with(TOKEN_SIZE=16, USER_AGENT_CHECK="sometimes")
+    assert "nilva_session.E002" in ids
+    assert "nilva_session.E003" in ids
+
+
+def test_check_command_fails_on_an_error():
+    with (
+        override_settings(NILVA_SESSION={"TOKEN_SIZE": 16}),
+        pytest.raises(SystemCheckError, match=r"nilva_session\.E002"),
+    ):
+        call_command("check")
+
+
+# --- E001 EXPIRE_AT -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [timedelta(days=1), timedelta(seconds=1), None])
+def test_e001_accepts_positive_timedelta_or_none(value):
+    assert "nilva_session.E001" not in ids_with(EXPIRE_AT=value)
+
+
+@pytest.mark.parametrize(
+    "value", [timedelta(0), timedelta(seconds=-1), 3600, "1 day", timedelta(days=-30)]
+)
+def test_e001_rejects_non_timedelta_or_non_positive(value):
+    assert "nilva_session.E001" in ids_with(EXPIRE_AT=value)
+
+
+# --- E002 TOKEN_SIZE ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [22, 43, 64, 256])
+def test_e002_accepts_sizes_of_at_least_128_bits(value):
+    assert "nilva_session.E002" not in ids_with(TOKEN_SIZE=value)
+
+
+@pytest.mark.parametrize("value", [16, 21, 0, -43, "43", 43.0, True, None, 257])
+def test_e002_rejects_short_or_non_integer_sizes(value):
+    assert "nilva_session.E002" in ids_with(TOKEN_SIZE=value)
+
+
+# --- E003 USER_AGENT_CHECK ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["family", "strict", "off"])
+def test_e003_accepts_known_modes(value):
+    assert "nilva_session.E003" not in ids_with(USER_AGENT_CHECK=value)
+
+
+@pytest.mark.parametrize("value", ["sometimes", "FAMILY", "", None, False])
+def test_e003_rejects_unknown_modes(value):
+    assert "nilva_session.E003" in ids_with(USER_AGENT_CHECK=value)
+
+
+# --- E004 CACHE_ALIAS -----------------------------------------------------------------------------
+
+
+def test_e004_alias_missing_from_caches():
+    assert "nilva_session.E004" in ids_with(CACHE_ALIAS="sessions")
+
+
+def test_e004_alias_present_in_caches():
+    caches = {"default": {"BACKEND": LOCMEM}, "sessions": {"BACKEND": LOCMEM}}
+    with override_settings(CACHES=caches, NILVA_SESSION={"CACHE_ALIAS": "sessions"}):
+        assert "nilva_session.E004" not in nilva_ids()
+
+
+# --- E005 LOGIN_THROTTLE_RATE ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["5/min", "10/second", "100/hour", "1000/day", None])
+def test_e005_accepts_drf_rates_and_none(value):
+    assert "nilva_session.E005" not in ids_with(LOGIN_THROTTLE_RATE=value)
+
+
+@pytest.mark.parametrize(
+    "value", ["five per minute", "5/fortnight", "0/min", "/min", "5/", 5, "x/min"]
+)
+def test_e005_rejects_bad_rates(value):
+    assert "nilva_session.E005" in ids_with(LOGIN_THROTTLE_RATE=value)
+
+
+# --- E006 TOKEN_PREFIX ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["nvs_", "", "my-app_", "A" * 16])
+def test_e006_accepts_short_safe_prefixes(value):
+    assert "nilva_session.E006" not in ids_with(TOKEN_PREFIX=value)
+
+
+@pytest.mark.parametrize("value", ["has space", "A" * 17, "tok:", "tök_", None, 5])
+def test_e006_rejects_bad_prefixes(value):
+    assert "nilva_session.E006" in ids_with(TOKEN_PREFIX=value)
+
+
+# --- E007 durations -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["SESSION_CACHE_TTL", "TOMBSTONE_TTL", "LAST_ONLINE_UPDATE_INTERVAL", "REVOKED_RETENTION"],
+)
+@pytest.mark.parametrize("value", [0, -5, timedelta(0), timedelta(minutes=-1), "15m", None, True])
+def test_e007_rejects_bad_durations(name, value):
+    assert "nilva_session.E007" in ids_with(**{name: value})
+
+
+@pytest.mark.parametrize("value", [1, 0.5, timedelta(minutes=1)])
+def test_e007_accepts_positive_seconds_or_timedelta(value):
+    assert "nilva_session.E007" not in ids_with(SESSION_CACHE_TTL=value, TOMBSTONE_TTL=value)
+
+
+def test_e007_names_each_bad_setting():
+    with override_settings(NILVA_SESSION={"TOMBSTONE_TTL": 0, "REVOKED_RETENTION": -1}):
+        errors = [m for m in checks.check_durations() if m.id == "nilva_session.E007"]
+    assert len(errors) == 2
+    assert "TOMBSTONE_TTL" in errors[0].msg + errors[1].msg
+    assert "REVOKED_RETENTION" in errors[0].msg + errors[1].msg
+
+
+# --- E008 MAX_USER_AGENT_LENGTH -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [0, -1, "512", 51.2, None, True])
+def test_e008_rejects_bad_lengths(value):
+    assert "nilva_session.E008" in ids_with(MAX_USER_AGENT_LENGTH=value)
+
+
+def test_e008_accepts_positive_int():
+    assert "nilva_session.E008" not in ids_with(MAX_USER_AGENT_LENGTH=1)
+
+
+# --- E009 string settings -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["SESSION_CACHE_PREFIX", "SESSION_ID_CACHE_PREFIX", "SESSION_ID_CLAIM", "AUTH_HEADER_PREFIX"],
+)
+@pytest.mark.parametrize("value", ["", "with space", None, 7])
+def test_e009_rejects_empty_or_spaced_strings(name, value):
+    assert "nilva_session.E009" in ids_with(**{name: value})
+
+
+def test_e009_accepts_plain_strings():
+    ids = ids_with(
+        SESSION_CACHE_PREFIX="a:",
+        SESSION_ID_CACHE_PREFIX="b:",
+        SESSION_ID_CLAIM="sid",
+        AUTH_HEADER_PREFIX="Bearer2",
+    )
+    assert "nilva_session.E009" not in ids
+
+
+# --- W001 process-local cache ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "django.core.cache.backends.locmem.LocMemCache",
+        "django.core.cache.backends.dummy.DummyCache",
+        "django.core.cache.backends.filebased.FileBasedCache",
+    ],
+)
+def test_w001_process_local_cache_with_debug_off(backend, tmp_path):
+    with override_settings(
+        DEBUG=False, CACHES={"default": {"BACKEND": backend, "LOCATION": str(tmp_path)}}
+    ):
+        messages = checks.check_shared_cache()
+        assert [m.id for m in messages] == ["nilva_session.W001"]
+        assert isinstance(messages[0], Warning)
+        assert "nilva_session.W001" in nilva_ids()
+
+
+def test_w001_is_not_raised_with_debug_on():
+    with override_settings(DEBUG=True, CACHES={"default": {"BACKEND": LOCMEM}}):
+        assert checks.check_shared_cache() == []
+        assert "nilva_session.W001" not in nilva_ids()
+
+
+def test_w001_is_not_raised_for_redis():
+    with override_settings(DEBUG=False, CACHES={"default": REDIS_CACHE}):
+        assert checks.check_shared_cache() == []
+        assert "nilva_session.W001" not in nilva_ids()
+
+
+def test_w001_follows_cache_alias():
+    caches = {"default": {"BACKEND": LOCMEM}, "shared": REDIS_CACHE}
+    with override_settings(DEBUG=False, CACHES=caches):
+        with override_settings(NILVA_SESSION={"CACHE_ALIAS": "shared"}):
+            assert checks.check_shared_cache() == []
+        with override_settings(NILVA_SESSION={"CACHE_ALIAS": "default"}):
+            assert [m.id for m in checks.check_shared_cache()] == ["nilva_session.W001"]
+
+
+def test_w001_is_reported_by_check_command_when_not_silenced():
+    with (
+        override_settings(
+            SILENCED_SYSTEM_CHECKS=[], DEBUG=False, CACHES={"default": {"BACKEND": LOCMEM}}
+        ),
+        pytest.raises(SystemCheckError, match=r"nilva_session\.W001"),
+    ):
+        call_command("check", "--fail-level", "WARNING")
+
+
+# --- W002 unknown keys ----------------------------------------------------------------------------
+
+
+def test_w002_unknown_key_in_nilva_session():
+    with override_settings(NILVA_SESSION={"TOKEN_SIZ": 43}):
+        messages = checks.check_unknown_keys()
+    assert [m.id for m in messages] == ["nilva_session.W002"]
+    assert "TOKEN_SIZ" in messages[0].msg
+
+
+def test_w002_unknown_key_in_legacy_dict():
+    with override_settings(USER_SESSION={"CACHE_TIMEOUT": 5}, NILVA_SESSION={}):
+        assert "nilva_session.W002" in nilva_ids()
+
+
+def test_w002_not_raised_for_known_keys():
+    with override_settings(USER_SESSION={"TOKEN_SIZE": 43}, NILVA_SESSION={"TOKEN_PREFIX": "x_"}):
+        assert checks.check_unknown_keys() == []
+
+
+# --- kinds ----------------------------------------------------------------------------------------
+
+
+def test_setting_errors_are_errors_not_warnings():
+    with override_settings(
+        NILVA_SESSION={"EXPIRE_AT": 0, "TOKEN_SIZE": 16, "USER_AGENT_CHECK": "?"}
+    ):
+        messages = (
+            checks.check_expire_at() + checks.check_token_size() + checks.check_user_agent_mode()
+        )
+    assert len(messages) == 3
+    assert all(isinstance(m, Error) for m in messages)
+
+
+def test_one_bad_setting_reports_only_its_own_id():
+    ids = set(ids_with(TOKEN_PREFIX="has space")) - {"nilva_session.W001"}
+    assert ids == {"nilva_session.E006"}

@@ -1,0 +1,289 @@
+"""Races on PostgreSQL + Redis with real threads (each with its own database connection).
+
+* A revoke racing a cold cache fill never leaves a live entry: after both, the session is refused.
+  Many free-running iterations, plus forced interleavings (the revoke lands between the fill's
+  database read and its ``add``; before and after the revoke's commit; and a fill that stalls
+  longer than the tombstone lives).
+* A revoke racing an activity update never revives the row: ``UPDATE … WHERE is_active`` waits
+  for the revoke's row lock and then matches nothing; ``is_active`` stays False.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from django.test import override_settings
+from django.utils import timezone
+
+from nilva_session import cache, sessions
+from nilva_session.models import UserSession
+
+from .conftest import FakeRequest
+from .support.inprocess import private_redis_cache  # noqa: F401 (fixture)
+from .support.services import SERVICES
+
+pytestmark = [*SERVICES, pytest.mark.django_db(transaction=True)]
+
+ITERATIONS = 60
+IP = "203.0.113.7"
+NEW_IP = "198.51.100.20"
+
+
+def in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    """Start ``target`` in a thread with its own DB connection; the dict gets result or error."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = target()
+        except BaseException as error:  # noqa: BLE001 (reported by join_all)
+            outcome["error"] = error
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def join_all(*pairs: tuple[threading.Thread, dict[str, Any]]) -> list[Any]:
+    results = []
+    for thread, outcome in pairs:
+        thread.join(30)
+        assert not thread.is_alive(), "a racing thread did not finish"
+        if "error" in outcome:
+            raise outcome["error"]
+        results.append(outcome.get("result"))
+    return results
+
+
+def attempt(credential: str, session: UserSession, *, by_id: bool, ip: str = IP) -> str:
+    """Authenticate by token or by session id (the JWT path); return "ok" or the refusal code."""
+    try:
+        if by_id:
+            sessions.authenticate_session_id(session.pk, FakeRequest(ip=ip))
+        else:
+            sessions.authenticate_token(credential, FakeRequest(ip=ip))
+    except sessions.SessionRefused as refused:
+        return refused.code
+    return "ok"
+
+
+def entry_key(session: UserSession, by_id: bool) -> str:
+    return cache.session_key(session.pk) if by_id else cache.token_key(session.key)
+
+
+def assert_ended_everywhere(session: UserSession, token: str) -> None:
+    for by_id in (False, True):
+        assert attempt(token, session, by_id=by_id) == "session_ended"
+        assert cache.unpack(cache.get_cache().get(entry_key(session, by_id))) is None
+    assert UserSession.objects.get(pk=session.pk).is_active is False
+
+
+# --------------------------------------------------------------------------------------------
+# revoke vs cold fill
+# --------------------------------------------------------------------------------------------
+
+
+def test_revoke_racing_a_cold_fill_never_leaves_a_live_entry(
+    private_redis_cache, user, open_session
+):
+    outcomes: Counter[str] = Counter()
+    for iteration in range(ITERATIONS):
+        session, token = open_session(user)
+        by_id = iteration % 2 == 1
+        start = threading.Barrier(2, timeout=10)
+        # Either side may start a little late, so both orders and the overlaps happen.
+        late = random.uniform(0, 0.004)
+        auth_delay, delay = (late, 0.0) if iteration % 4 in (0, 1) else (0.0, late)
+
+        def authenticate(
+            session=session, token=token, by_id=by_id, start=start, delay=auth_delay
+        ) -> str:
+            connection.ensure_connection()  # connect before the start, not in the race
+            start.wait()
+            time.sleep(delay)
+            return attempt(token, session, by_id=by_id)
+
+        def revoke(session=session, start=start, delay=delay) -> int:
+            connection.ensure_connection()  # connect before the start, not in the race
+            start.wait()
+            time.sleep(delay)
+            return sessions.revoke([session])
+
+        first, ended = join_all(in_thread(authenticate), in_thread(revoke))
+        assert ended == 1
+        outcomes[first] += 1
+        assert_ended_everywhere(session, token)
+    print(f"\ncold fill vs revoke, first request: {dict(outcomes)}")
+    assert set(outcomes) <= {"ok", "session_ended"}
+
+
+class HeldFill:
+    """Wraps ``cache.fill``: the filling thread stops after its DB read until released."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.read_done = threading.Event()
+        self.release = threading.Event()
+        self.filled_at: float | None = None
+        original = cache.fill
+
+        def held(*args: Any, **kwargs: Any) -> None:
+            self.read_done.set()
+            assert self.release.wait(10)
+            self.filled_at = time.monotonic()
+            original(*args, **kwargs)
+
+        monkeypatch.setattr(cache, "fill", held)
+
+
+@pytest.mark.parametrize("by_id", [False, True], ids=["token", "session_id"])
+@pytest.mark.parametrize("moment", ["after_commit", "before_commit"])
+def test_revoke_between_the_fill_read_and_its_add(
+    private_redis_cache, user, open_session, monkeypatch, moment, by_id
+):
+    session, token = open_session(user)
+    fill = HeldFill(monkeypatch)
+    reader = in_thread(lambda: attempt(token, session, by_id=by_id))
+    assert fill.read_done.wait(10)  # the reader saw the row active and is about to fill
+    if moment == "after_commit":
+        assert sessions.revoke([session]) == 1
+        fill.release.set()
+        (first,) = join_all(reader)
+    else:
+        with transaction.atomic():
+            assert sessions.revoke([session]) == 1
+            fill.release.set()  # it fills while the revoke is not yet committed
+            wait = time.monotonic() + 10
+            while reader[0].is_alive() and time.monotonic() < wait:
+                time.sleep(0.005)
+        (first,) = join_all(reader)
+    assert first == "ok"  # it read the row before the revoke: served, but not cached
+    assert cache.get_cache().get(entry_key(session, by_id)) == cache.TOMBSTONE
+    assert_ended_everywhere(session, token)
+
+
+@override_settings()
+def test_fill_that_stalls_longer_than_the_tombstone_lives_is_dropped(
+    private_redis_cache, user, open_session, monkeypatch, settings
+):
+    settings.NILVA_SESSION = {**settings.NILVA_SESSION, "TOMBSTONE_TTL": 1}
+    session, token = open_session(user)
+    fill = HeldFill(monkeypatch)
+    reader = in_thread(lambda: attempt(token, session, by_id=False))
+    assert fill.read_done.wait(10)
+    assert sessions.revoke([session]) == 1
+    time.sleep(1.6)  # e.g. a GC pause or a stalled worker: the tombstone has expired
+    assert cache.get_cache().get(cache.token_key(session.key)) is None
+    fill.release.set()
+    (first,) = join_all(reader)
+    assert first == "ok"
+    assert_ended_everywhere(session, token)
+
+
+# --------------------------------------------------------------------------------------------
+# revoke vs activity update
+# --------------------------------------------------------------------------------------------
+
+
+def row(session: UserSession) -> UserSession:
+    return UserSession.objects.get(pk=session.pk)
+
+
+def record_activity(stale: UserSession, *, ip: str = NEW_IP) -> None:
+    """What a request served from a cached copy does when the client's IP changed."""
+    sessions._record_activity(stale, cache.token_key(stale.key), None, ip, timezone.now())
+
+
+def test_activity_update_waiting_on_the_revoke_lock_matches_nothing(
+    private_redis_cache, user, open_session
+):
+    session, _token = open_session(user)
+    stale = row(session)  # the copy a request read before the revoke
+    locked = threading.Event()
+    finished: dict[str, float] = {}
+
+    def activity() -> None:
+        assert locked.wait(10)
+        started = time.monotonic()
+        record_activity(stale)
+        finished["waited"] = time.monotonic() - started
+
+    worker = in_thread(activity)
+    with transaction.atomic():
+        assert sessions.revoke([session]) == 1  # holds the row lock until the commit
+        locked.set()
+        time.sleep(0.3)
+    join_all(worker)
+    assert finished["waited"] >= 0.2, "the activity UPDATE did not wait for the revoke"
+    ended = row(session)
+    assert ended.is_active is False
+    assert ended.end_reason == "revoked"
+    assert ended.last_ip == IP  # the activity UPDATE matched no row
+
+
+def test_revoke_waiting_on_the_activity_lock_still_ends_the_session(
+    private_redis_cache, user, open_session
+):
+    session, token = open_session(user)
+    stale = row(session)
+    locked = threading.Event()
+    release = threading.Event()
+
+    def activity() -> None:
+        with transaction.atomic():
+            record_activity(stale)  # holds the row lock until the commit
+            locked.set()
+            assert release.wait(10)
+
+    worker = in_thread(activity)
+    assert locked.wait(10)
+    revoker = in_thread(lambda: sessions.revoke([session]))
+    time.sleep(0.2)
+    assert revoker[0].is_alive(), "the revoke did not wait for the activity UPDATE"
+    release.set()
+    _, ended = join_all(worker, revoker)
+    assert ended == 1
+    final = row(session)
+    assert final.is_active is False
+    assert final.last_ip == NEW_IP  # committed first, then the revoke
+    assert_ended_everywhere(session, token)
+
+
+def test_revoke_racing_activity_updates_from_warm_requests(private_redis_cache, user, open_session):
+    outcomes: Counter[str] = Counter()
+    for iteration in range(ITERATIONS // 2):
+        session, token = open_session(user)
+        assert attempt(token, session, by_id=False) == "ok"  # warm entry in Redis
+        start = threading.Barrier(2, timeout=10)
+        ip = f"198.51.100.{iteration + 1}"  # a new IP: the request writes activity
+
+        # Either side may start a little late, so both orders happen.
+        late = random.uniform(0, 0.004)
+        request_delay, revoke_delay = (late, 0.0) if iteration % 2 else (0.0, late)
+
+        def request(token=token, session=session, start=start, ip=ip, delay=request_delay) -> str:
+            connection.ensure_connection()  # connect before the start, not in the race
+            start.wait()
+            time.sleep(delay)
+            return attempt(token, session, by_id=False, ip=ip)
+
+        def revoke(session=session, start=start, delay=revoke_delay) -> int:
+            connection.ensure_connection()  # connect before the start, not in the race
+            start.wait()
+            time.sleep(delay)
+            return sessions.revoke([session])
+
+        first, ended = join_all(in_thread(request), in_thread(revoke))
+        outcomes[first] += 1
+        assert ended == 1
+        assert row(session).is_active is False
+        assert_ended_everywhere(session, token)
+    print(f"\nwarm activity vs revoke, racing request: {dict(outcomes)}")

@@ -1,0 +1,193 @@
+"""The JWT flows with simplejwt's ``token_blacklist`` app installed.
+
+simplejwt gives tokens ``blacklist()``/``outstand()`` only when the app is installed at import
+time, so these tests need ``--ds=tests.settings_jwt_blacklist``. In the normal run this module
+is skipped, and ``test_blacklist_app_suite_passes_in_its_own_process`` in ``tests/test_jwt.py``
+runs it in a process with those settings, failing if anything here fails or skips.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+
+BLACKLIST_APP = "rest_framework_simplejwt.token_blacklist"
+
+if BLACKLIST_APP not in settings.INSTALLED_APPS:
+    pytest.skip(
+        "needs --ds=tests.settings_jwt_blacklist (tests/test_jwt.py runs it in a subprocess)",
+        allow_module_level=True,
+    )
+
+from rest_framework_simplejwt.tokens import RefreshToken  # noqa: E402
+
+from nilva_session.models import EndReason, UserSession  # noqa: E402
+from tests.test_jwt import (  # noqa: E402
+    WHOAMI_URL,
+    bearer,
+    claims,
+    jwt_client,
+    jwt_login,
+    login,
+    logout,
+    mint_refresh,
+    new_client,
+    nilva,
+    refresh,
+    simple_jwt,
+)
+
+__all__ = ["jwt_client", "jwt_login", "simple_jwt"]  # fixtures used by name below
+
+
+def blacklisted(token: str) -> bool:
+    from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
+
+    return BlacklistedToken.objects.filter(token__jti=claims(token)["jti"]).exists()
+
+
+def outstanding(token: str):
+    from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
+
+    return OutstandingToken.objects.filter(jti=claims(token)["jti"]).first()
+
+
+def test_tokens_have_blacklist_methods():
+    assert hasattr(RefreshToken, "blacklist")
+    assert hasattr(RefreshToken, "check_blacklist")
+
+
+def test_obtain_records_the_refresh_token_as_outstanding(user, jwt_login):
+    data, _ = jwt_login
+
+    record = outstanding(data["refresh"])
+
+    assert record is not None
+    assert record.user == user
+
+
+def test_refresh_works_with_the_blacklist_app(jwt_login):
+    data, session = jwt_login
+
+    response = refresh(new_client(), data["refresh"])
+
+    assert response.status_code == 200
+    assert claims(response.json()["access"])["session_id"] == str(session.pk)
+
+
+def test_rotation_blacklists_the_old_refresh_token(jwt_login, simple_jwt):
+    simple_jwt(ROTATE_REFRESH_TOKENS=True, BLACKLIST_AFTER_ROTATION=True)
+    data, _ = jwt_login
+
+    response = refresh(new_client(), data["refresh"])
+
+    assert response.status_code == 200
+    assert blacklisted(data["refresh"])
+    assert not blacklisted(response.json()["refresh"])
+    body = refresh(new_client(), data["refresh"])
+    assert body.status_code == 401
+    assert "blacklisted" in body.json()["detail"]
+
+
+def test_rotation_keeps_the_session_and_the_new_token_works(jwt_login, simple_jwt):
+    simple_jwt(ROTATE_REFRESH_TOKENS=True, BLACKLIST_AFTER_ROTATION=True)
+    data, session = jwt_login
+
+    rotated = refresh(new_client(), data["refresh"]).json()["refresh"]
+    again = refresh(new_client(), rotated)
+
+    assert claims(rotated)["session_id"] == str(session.pk)
+    assert again.status_code == 200
+    assert bearer(again.json()["access"]).get(WHOAMI_URL).status_code == 200
+    session.refresh_from_db()
+    assert session.is_active
+
+
+def test_rotated_token_is_outstanding_with_its_capped_expiry(user, api_client, simple_jwt):
+    simple_jwt(
+        ROTATE_REFRESH_TOKENS=True,
+        BLACKLIST_AFTER_ROTATION=True,
+        REFRESH_TOKEN_LIFETIME=timedelta(days=30),
+    )
+    with nilva(EXPIRE_AT=timedelta(hours=1)):
+        data = login(api_client)
+    session = UserSession.objects.get(pk=data["session_id"])
+
+    rotated = refresh(new_client(), data["refresh"]).json()["refresh"]
+
+    record = outstanding(rotated)
+    assert record is not None
+    assert record.token == rotated
+    assert record.expires_at <= session.expire_at
+
+
+def test_rotation_without_blacklist_after_rotation_leaves_the_old_token_usable(
+    jwt_login, simple_jwt
+):
+    simple_jwt(ROTATE_REFRESH_TOKENS=True, BLACKLIST_AFTER_ROTATION=False)
+    data, _ = jwt_login
+    assert refresh(new_client(), data["refresh"]).status_code == 200
+
+    assert not blacklisted(data["refresh"])
+    assert refresh(new_client(), data["refresh"]).status_code == 200
+
+
+def test_logout_blacklists_the_refresh_token_and_ends_the_session(jwt_login):
+    data, session = jwt_login
+
+    response = logout(new_client(), data["refresh"])
+
+    assert response.status_code == 204
+    assert blacklisted(data["refresh"])
+    session.refresh_from_db()
+    assert not session.is_active
+    assert session.end_reason == EndReason.LOGOUT
+
+
+def test_logout_twice_is_401_the_second_time(jwt_login):
+    data, _ = jwt_login
+    assert logout(new_client(), data["refresh"]).status_code == 204
+
+    response = logout(new_client(), data["refresh"])
+
+    assert response.status_code == 401
+    assert "blacklisted" in response.json()["detail"]
+
+
+def test_refresh_after_logout_is_401(jwt_login):
+    data, _ = jwt_login
+    logout(new_client(), data["refresh"])
+
+    assert refresh(new_client(), data["refresh"]).status_code == 401
+
+
+def test_refresh_of_an_ended_session_is_401_and_blacklists_nothing(jwt_login):
+    data, session = jwt_login
+    session.revoke()
+
+    assert refresh(new_client(), data["refresh"]).status_code == 401
+    assert not blacklisted(data["refresh"])
+
+
+def test_logout_with_another_users_session_blacklists_only_the_given_token(
+    user, other_user, open_session
+):
+    their_session, _ = open_session(other_user)
+    token = str(mint_refresh(user, their_session.pk))
+
+    assert logout(new_client(), token).status_code == 204
+
+    assert blacklisted(token)
+    their_session.refresh_from_db()
+    assert their_session.is_active
+
+
+def test_access_tokens_of_a_logged_out_session_are_refused(jwt_client):
+    client, data, _ = jwt_client
+    assert client.get(WHOAMI_URL).status_code == 200
+
+    logout(new_client(), data["refresh"])
+
+    assert client.get(WHOAMI_URL).status_code == 401

@@ -1,0 +1,271 @@
+"""Revocation across real worker processes: gunicorn (4 sync workers) + PostgreSQL + Redis.
+
+The demo project runs under ``gunicorn demo.wsgi -w 4`` on a PostgreSQL database created for
+this module and a Redis database of its own. Every worker serves the session from the warm
+cache; the session is then ended through one worker while requests keep flowing, and every
+request sent after the end was acknowledged must be refused by every worker: a single 2xx is a
+stale success and fails the test. 5xx answers (or dropped connections) fail it too.
+
+The gunicorn access log records the worker pid of each request (``%(p)s``), so the tests prove
+that all four workers served the session before the end and refused it after.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from .support.processes import (
+    Credential,
+    Gunicorn,
+    Hammer,
+    Reply,
+    burst,
+    call,
+    statuses,
+)
+from .support.services import (
+    EXAMPLE_DIR,
+    ROOT,
+    SERVICES,
+    pg_url,
+    private_redis_url,
+    require_redis,
+    scratch_database,
+    uses_django_redis,
+    wait_until,
+)
+
+pytestmark = SERVICES
+
+WORKERS = 4
+PASSWORD = "multi-process-password-1"
+USERS = ("mp_token", "mp_jwt", "mp_all")
+WARM_REQUESTS = 200
+AFTER_REQUESTS = 400
+REFUSED = {401, 429}  # 429: a refused-token throttle may answer once many refusals came in
+
+
+@dataclass
+class Demo:
+    server: Gunicorn
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+
+def _run(env: dict[str, str], *args: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "example/manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, f"manage.py {args[0]} failed:\n{result.stdout}\n{result.stderr}"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    import redis
+
+    redis_url = private_redis_url()
+    require_redis(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()  # our own db number: forget earlier runs' login throttles
+    client.close()
+    with scratch_database() as name:
+        env = {
+            **os.environ,
+            "DATABASE_URL": pg_url(name),
+            "REDIS_URL": redis_url,
+            "DJANGO_DEBUG": "0",
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "PYTHONPATH": os.pathsep.join([str(EXAMPLE_DIR), str(ROOT)]),
+            # pytest-django exported tests.settings_services; the workers run the demo project.
+            "DJANGO_SETTINGS_MODULE": "tests.support.demo_settings_django_redis"
+            if uses_django_redis()
+            else "demo.settings",
+        }
+        _run(env, "migrate", "--noinput", "-v", "0")
+        create = "; ".join(
+            [
+                "from django.contrib.auth import get_user_model",
+                "U = get_user_model()",
+                f"[U.objects.create_user(n, password={PASSWORD!r}) for n in {USERS!r}]",
+            ]
+        )
+        _run(env, "shell", "-c", create)
+        server = Gunicorn(env, tmp_path_factory.mktemp("gunicorn"), workers=WORKERS)
+        try:
+            server.start()
+            yield Demo(server)
+        finally:
+            server.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def token_login(demo: Demo, username: str) -> tuple[Credential, str]:
+    reply = call(
+        demo.port, "POST", "/api/sessions/login/", body={"username": username, "password": PASSWORD}
+    )
+    assert reply.status == 200, reply.body
+    return Credential(f"token:{reply.body['session_id'][:8]}", f"Token {reply.body['token']}"), reply.body[
+        "session_id"
+    ]
+
+
+def jwt_login(demo: Demo, username: str) -> tuple[Credential, str, str]:
+    reply = call(
+        demo.port, "POST", "/api/sessions/token/", body={"username": username, "password": PASSWORD}
+    )
+    assert reply.status == 200, reply.body
+    body = reply.body
+    return (
+        Credential(f"jwt:{body['session_id'][:8]}", f"Bearer {body['access']}"),
+        body["session_id"],
+        body["refresh"],
+    )
+
+
+def warm(demo: Demo, credentials: list[Credential], session_ids: dict[str, str], tag: str) -> int:
+    """Serve every credential from every worker; return how many requests that took."""
+    replies: list[Reply] = []
+    for _round in range(5):  # bounded: at most 5 * WARM_REQUESTS requests
+        replies += burst(demo.port, credentials, WARM_REQUESTS, f"{tag}{_round}")
+        by_pid = {}
+        for index in range(_round + 1):
+            for pid, counts in demo.server.workers_for(f"{tag}{index}", WARM_REQUESTS).items():
+                by_pid.setdefault(pid, 0)
+                by_pid[pid] += counts.get(200, 0)
+        if len(by_pid) >= WORKERS and all(by_pid.values()):
+            break
+    wrong = [r for r in replies if r.status != 200 or r.body["session_id"] != session_ids[r.who]]
+    assert not wrong, f"warm-up answers that are not the session itself: {wrong[:3]}"
+    assert len(by_pid) == WORKERS, f"only {len(by_pid)} of {WORKERS} workers served the warm-up"
+    return len(replies)
+
+
+@dataclass
+class Outcome:
+    flowing: int  # requests sent by the hammer while the session was ended
+    flowing_after_end: int  # ... of which sent after the end was acknowledged
+    after: int  # requests of the final burst
+    stale: int  # 2xx answers to requests sent after the end was acknowledged
+    server_errors: int  # 5xx answers or dropped connections, in every phase
+    after_statuses: dict[int, int]
+    workers_refusing: int
+
+
+def end_under_load(
+    demo: Demo,
+    victims: list[Credential],
+    session_ids: dict[str, str],
+    end: Callable[[], Reply],
+    tag: str,
+) -> Outcome:
+    """Warm ``victims`` on every worker, call ``end`` while they are hammered, then check."""
+    warm(demo, victims, session_ids, f"{tag}-warm")
+    with Hammer(demo.port, victims, f"{tag}-flow", threads=4, max_requests=3000) as hammer:
+        wait_until(lambda: hammer.count() >= 40, 20, what="requests to flow")
+        ended = end()
+        ended_at = time.monotonic()
+        assert ended.status == 204, ended.body
+        wait_until(
+            lambda: sum(1 for r in list(hammer.replies) if r.sent > ended_at) >= 100,
+            20,
+            what="requests after the end",
+        )
+    after = burst(demo.port, victims, AFTER_REQUESTS, f"{tag}-after")
+    flowing = list(hammer.replies)
+    everything = flowing + after
+    stale = [r for r in everything if r.sent > ended_at and 200 <= r.status < 300]
+    server_errors = [r for r in everything if r.status >= 500]
+    # Before the end was sent, every answer is the session itself.
+    before = [r for r in flowing if r.done < ended.sent]
+    assert before and all(
+        r.status == 200 and r.body["session_id"] == session_ids[r.who] for r in before
+    )
+    by_pid = demo.server.workers_for(f"{tag}-after", AFTER_REQUESTS)
+    outcome = Outcome(
+        flowing=len(flowing),
+        flowing_after_end=sum(1 for r in flowing if r.sent > ended_at),
+        after=len(after),
+        stale=len(stale),
+        server_errors=len(server_errors),
+        after_statuses=statuses(after),
+        workers_refusing=sum(1 for counts in by_pid.values() if set(counts) <= REFUSED),
+    )
+    print(f"\n{tag}: {outcome}")
+    assert outcome.stale == 0, f"stale successes after the end: {stale[:5]}"
+    assert outcome.server_errors == 0, f"server errors: {server_errors[:5]}\n{demo.server.errors()}"
+    assert set(outcome.after_statuses) <= REFUSED, outcome.after_statuses
+    codes = {r.body.get("code") for r in after if r.status == 401}
+    assert codes <= {"session_ended", "token_not_valid"}, codes
+    assert len(by_pid) == WORKERS, f"only {len(by_pid)} workers answered after the end"
+    assert outcome.workers_refusing == WORKERS, by_pid
+    return outcome
+
+
+# --------------------------------------------------------------------------------------------
+# tests
+# --------------------------------------------------------------------------------------------
+
+
+def test_ended_token_session_is_refused_by_every_worker(demo):
+    victim, victim_id = token_login(demo, "mp_token")
+    other, other_id = token_login(demo, "mp_token")
+    ids = {victim.name: victim_id, other.name: other_id}
+
+    def end() -> Reply:  # through whichever worker takes it, from the user's other device
+        return call(
+            demo.port,
+            "DELETE",
+            f"/api/sessions/active/?token_id={victim_id}",
+            headers={"Authorization": other.header},
+        )
+
+    end_under_load(demo, [victim], ids, end, "token")
+    # The other device was not touched.
+    survivors = burst(demo.port, [other], 40, "token-survivor")
+    assert {r.status for r in survivors} == {200}
+
+
+def test_ended_jwt_session_is_refused_by_every_worker(demo):
+    victim, victim_id, refresh = jwt_login(demo, "mp_jwt")
+
+    def end() -> Reply:
+        return call(demo.port, "POST", "/api/sessions/token/logout/", body={"refresh": refresh})
+
+    end_under_load(demo, [victim], {victim.name: victim_id}, end, "jwt")
+    # The refresh token of the ended session gets no new access token either.
+    reply = call(demo.port, "POST", "/api/sessions/token/refresh/", body={"refresh": refresh})
+    assert reply.status == 401, reply.body
+
+
+def test_logout_all_ends_every_device_on_every_worker(demo):
+    first, first_id = token_login(demo, "mp_all")
+    second, second_id = token_login(demo, "mp_all")
+    third, third_id, _refresh = jwt_login(demo, "mp_all")
+    devices = [first, second, third]
+    ids = {first.name: first_id, second.name: second_id, third.name: third_id}
+
+    def end() -> Reply:
+        return call(
+            demo.port, "POST", "/api/sessions/logout/all/", headers={"Authorization": first.header}
+        )
+
+    end_under_load(demo, devices, ids, end, "all")
