@@ -16,6 +16,7 @@ Rules (see the README's "Security model"):
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 import zlib
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.contrib.auth import get_user_model
 from django.core.cache import BaseCache, caches
+from django.core.signals import setting_changed
 from django.db import router, transaction
 
 from .conf import session_settings
@@ -113,6 +115,69 @@ def safely(operation: str, default: T, func: Any, *args: Any, **kwargs: Any) -> 
         return default
 
 
+class _UnwrittenTombstones:
+    """Tombstones this process could not write (the cache failed): owed until written.
+
+    A Redis that comes back *with its data* (paused, partitioned, restarted from disk) still
+    holds the live entry of a session ended meanwhile. So: the entry under an owed key is not
+    trusted by this process, and every owed tombstone is written as soon as a read succeeds
+    again. Owed only for ``SESSION_CACHE_TTL``, the longest an entry filled before can live.
+    Other processes do not know: docs/production.md says what that leaves open.
+    """
+
+    def __init__(self) -> None:
+        self.keys: dict[str, float] = {}  # key -> time.monotonic() after which it is not owed
+        self.lock = threading.Lock()
+
+    def add(self, keys: Iterable[str]) -> None:
+        until = time.monotonic() + session_settings.SESSION_CACHE_TTL.total_seconds()
+        with self.lock:
+            for key in keys:
+                self.keys.setdefault(key, until)
+
+    def discard(self, keys: Iterable[str]) -> None:
+        with self.lock:
+            for key in keys:
+                self.keys.pop(key, None)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.keys.clear()
+
+    def pay(self, entry_key: str) -> bool:
+        """Write every owed tombstone; return True if ``entry_key`` was owed (do not trust it)."""
+        now = time.monotonic()
+        with self.lock:
+            self.keys = {key: until for key, until in self.keys.items() if until > now}
+            owed = dict(self.keys)
+        if owed and _write_tombstones(list(owed)):
+            with self.lock:
+                for key, until in owed.items():
+                    if self.keys.get(key) == until:
+                        del self.keys[key]
+        return entry_key in owed
+
+
+unwritten = _UnwrittenTombstones()
+_FAILED = object()
+
+
+def _write_tombstones(keys: list[str]) -> bool:
+    result = safely(
+        "set_many", _FAILED, get_cache().set_many, dict.fromkeys(keys, TOMBSTONE),
+        session_settings.seconds("TOMBSTONE_TTL"),
+    )
+    return result is not _FAILED and not result  # set_many returns the keys it failed to set
+
+
+def _forget_unwritten(*, setting: str, **kwargs: Any) -> None:
+    if setting == "CACHES":  # another cache (tests): what was owed to the old one is moot
+        unwritten.clear()
+
+
+setting_changed.connect(_forget_unwritten, dispatch_uid="nilva_session_forget_unwritten")
+
+
 def read(entry_key: str, counter_key: str | None = None) -> tuple[Any, Any, Any]:
     """Return ``(entry, activity_marker, counter)`` in one round trip; None where missing.
 
@@ -120,7 +185,11 @@ def read(entry_key: str, counter_key: str | None = None) -> tuple[Any, Any, Any]
     """
     marker_key = activity_key(entry_key)
     keys = [entry_key, marker_key] if counter_key is None else [entry_key, marker_key, counter_key]
-    found = safely("read", {}, get_cache().get_many, keys)
+    found = safely("read", None, get_cache().get_many, keys)
+    if found is None:
+        found = {}
+    elif unwritten.keys and unwritten.pay(entry_key):
+        found.pop(entry_key, None)  # this process owes a tombstone here: the entry may be stale
     counter = found.get(counter_key) if counter_key is not None else None
     return found.get(entry_key), found.get(marker_key), counter
 
@@ -223,8 +292,11 @@ def bar(keys: Iterable[str]) -> None:
         return
 
     def write() -> None:
-        tombstones = dict.fromkeys(keys, TOMBSTONE)
-        safely("set_many", [], get_cache().set_many, tombstones, session_settings.seconds("TOMBSTONE_TTL"))
+        if _write_tombstones(keys):
+            if unwritten.keys:
+                unwritten.discard(keys)
+        else:
+            unwritten.add(keys)  # written on the next successful read (see _UnwrittenTombstones)
 
     write()
     transaction.on_commit(write)

@@ -177,6 +177,8 @@ def _authenticate(
     failures_key = guessing.counter_key(ip, now) if guard_guessing else None
     entry, marker, failures = cache.read(entry_key, failures_key)
     found = cache.unpack(entry) if entry is not None else None
+    if entry is not None and found is None and entry != cache.TOMBSTONE:
+        cache.bar([entry_key])  # not ours (another version, 0.1.x): let it lapse quickly
     if found is not None and session_settings.SLIDING_EXPIRY and found[0].is_expired(now):
         found = None  # the copy may predate a sliding extension: the database decides
     if found is not None:
@@ -198,7 +200,9 @@ def _authenticate(
     except SessionRefused as refusal:
         logger.info("authentication refused: session=%s reason=%s", session.pk, refusal.code)
         raise
-    if entry is None:
+    if entry is None and timezone.now() - now < session_settings.TOMBSTONE_TTL / 2:
+        # Fill only while the tombstone of a revoke that committed after our database read
+        # must still stand: a request stalled longer must not cache the row it read.
         cache.fill(entry_key, session, user, now)
     if request is not None:
         _record_activity(session, entry_key, marker, ip, now)

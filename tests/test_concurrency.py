@@ -176,15 +176,24 @@ def test_fill_that_stalls_longer_than_the_tombstone_lives_is_dropped(
 ):
     settings.NILVA_SESSION = {**settings.NILVA_SESSION, "TOMBSTONE_TTL": 1}
     session, token = open_session(user)
-    fill = HeldFill(monkeypatch)
+    read_done, release = threading.Event(), threading.Event()
+    check_user_agent = sessions.check_user_agent
+
+    def stall_after_the_read(*args: Any) -> None:  # runs after the DB read, before the fill
+        read_done.set()
+        assert release.wait(10)
+        check_user_agent(*args)
+
+    monkeypatch.setattr(sessions, "check_user_agent", stall_after_the_read)
     reader = in_thread(lambda: attempt(token, session, by_id=False))
-    assert fill.read_done.wait(10)
+    assert read_done.wait(10)
     assert sessions.revoke([session]) == 1
     time.sleep(1.6)  # e.g. a GC pause or a stalled worker: the tombstone has expired
     assert cache.get_cache().get(cache.token_key(session.key)) is None
-    fill.release.set()
+    release.set()
     (first,) = join_all(reader)
-    assert first == "ok"
+    assert first == "ok"  # it read the row before the revoke
+    monkeypatch.setattr(sessions, "check_user_agent", check_user_agent)
     assert_ended_everywhere(session, token)
 
 
