@@ -11,6 +11,8 @@ Rules (see the README's "Security model"):
   nothing. While a tombstone stands, the session is served from the database.
 * Keys come from the token's SHA-256 digest or the session id, never from a token.
 * Every cache error is logged (once per burst) and treated as a miss.
+* A tombstone that could not be written is owed by this process: the entry under its key is
+  not trusted here, and it is written on the next successful read (``_UnwrittenTombstones``).
 """
 
 from __future__ import annotations
@@ -163,11 +165,14 @@ _FAILED = object()
 
 
 def _write_tombstones(keys: list[str]) -> bool:
-    result = safely(
-        "set_many", _FAILED, get_cache().set_many, dict.fromkeys(keys, TOMBSTONE),
-        session_settings.seconds("TOMBSTONE_TTL"),
-    )
-    return result is not _FAILED and not result  # set_many returns the keys it failed to set
+    tombstones, ttl = dict.fromkeys(keys, TOMBSTONE), session_settings.seconds("TOMBSTONE_TTL")
+    result = safely("set_many", _FAILED, get_cache().set_many, tombstones, ttl)
+    if result is not _FAILED and not result:  # set_many returns the keys it failed to set
+        return True
+    # A Redis that refuses writes but serves reads (maxmemory + noeviction: "OOM command not
+    # allowed") still allows DEL: remove the live copies so that no process is served them.
+    safely("delete_many", None, get_cache().delete_many, keys)
+    return False
 
 
 def _forget_unwritten(*, setting: str, **kwargs: Any) -> None:
@@ -185,7 +190,7 @@ def read(entry_key: str, counter_key: str | None = None) -> tuple[Any, Any, Any]
     """
     marker_key = activity_key(entry_key)
     keys = [entry_key, marker_key] if counter_key is None else [entry_key, marker_key, counter_key]
-    found = safely("read", None, get_cache().get_many, keys)
+    found: dict[str, Any] | None = safely("read", None, get_cache().get_many, keys)
     if found is None:
         found = {}
     elif unwritten.keys and unwritten.pay(entry_key):

@@ -41,6 +41,8 @@ class RecentlyAuthenticated(BasePermission):
         return self.max_age or session_settings.REAUTHENTICATION_MAX_AGE  # type: ignore[no-any-return]
 
     def has_permission(self, request: Request, view: Any) -> bool:
+        if not (request.user and request.user.is_authenticated):
+            return False  # DRF answers 401 as for IsAuthenticated, not "confirm your password"
         session = current_session(request)
         proved = session.authenticated_at if session is not None else None
         if proved is None or timezone.now() - proved > self.get_max_age():

@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.hashers import get_hasher, identify_hasher
+from django.contrib.auth.signals import user_login_failed
 from django.db.models.signals import post_init, post_save, pre_delete, pre_save
 
-from . import sessions
+from . import clients, sessions
 from .conf import session_settings
 from .models import EndReason, UserSession
 
@@ -38,11 +40,31 @@ def user_saving(sender: Any, instance: Any, **kwargs: Any) -> None:
         setattr(instance, PASSWORD_ATTRIBUTE, stored.first())
 
 
+def _rehashed(instance: Any, update_fields: Any, before: str) -> bool:
+    """True for Django's hash upgrade at login (``check_password``'s setter), not a new password.
+
+    The setter saves only the password, clears ``_password`` (which ``set_password`` sets), and
+    runs only when the stored hash is outdated for the preferred hasher.
+    """
+    if update_fields is None or set(update_fields) != {"password"}:
+        return False
+    if getattr(instance, "_password", None) is not None:
+        return False
+    try:
+        old = identify_hasher(before)
+    except ValueError:  # unusable or unknown: whatever replaced it is a change
+        return False
+    preferred = get_hasher("default")
+    return old.algorithm != preferred.algorithm or preferred.must_update(before)
+
+
 def _password_changed(instance: Any, update_fields: Any) -> bool:
     if update_fields is not None and "password" not in update_fields:
         return False
     before, after = getattr(instance, PASSWORD_ATTRIBUTE, None), _loaded_password(instance)
-    return before is not None and after is not None and before != after
+    if before is None or after is None or before == after:
+        return False
+    return not _rehashed(instance, update_fields, before)
 
 
 def user_saved(sender: Any, instance: Any, created: bool, update_fields: Any, **kwargs: Any) -> None:
@@ -65,7 +87,15 @@ def user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     sessions.invalidate_user(instance)
 
 
+def login_failed(sender: Any, request: Any = None, **kwargs: Any) -> None:
+    # A security event (login/, token/, reauthenticate/ and any other authenticate() call).
+    # Neither the username (users type passwords into it) nor the credentials are logged.
+    ip = clients.client_ip(request) if request is not None and hasattr(request, "META") else None
+    sessions.logger.info("login failed: ip=%s", ip)
+
+
 USER = settings.AUTH_USER_MODEL
+user_login_failed.connect(login_failed, dispatch_uid="nilva_session_login_failed")
 post_init.connect(user_initialised, sender=USER, dispatch_uid="nilva_session_user_initialised")
 pre_save.connect(user_saving, sender=USER, dispatch_uid="nilva_session_user_saving")
 post_save.connect(user_saved, sender=USER, dispatch_uid="nilva_session_user_saved")

@@ -95,6 +95,12 @@ def _make_room(user: AbstractBaseUser) -> None:
         return
     type(user)._base_manager.select_for_update().filter(pk=user.pk).values_list("pk").first()
     live = UserSession.objects.for_user(user).active().order_by("last_online", "created_at")
+    # Sessions that check_session would refuse (idle, past the absolute lifetime) hold no place.
+    now, idle = timezone.now(), session_settings.IDLE_TIMEOUT
+    if idle is not None:
+        live = live.filter(last_online__gte=now - idle)
+    if session_settings.ABSOLUTE_LIFETIME is not None:
+        live = live.filter(created_at__gt=now - session_settings.ABSOLUTE_LIFETIME)
     ids = list(live.values_list("pk", flat=True))
     excess = len(ids) - limit + 1
     if excess <= 0:

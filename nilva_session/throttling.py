@@ -7,6 +7,7 @@ is logged): an outage of Redis must not lock every user out.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.cache import BaseCache
@@ -18,6 +19,8 @@ from rest_framework.views import APIView
 from . import cache, clients
 from .conf import session_settings
 from .utils import hash_data
+
+security_logger = logging.getLogger("nilva_session.security")
 
 
 class LoginThrottle(SimpleRateThrottle):
@@ -34,12 +37,17 @@ class LoginThrottle(SimpleRateThrottle):
 
     def allow_request(self, request: Request, view: APIView) -> bool:
         try:
-            return super().allow_request(request, view)
+            allowed = super().allow_request(request, view)
         except APIException:  # e.g. a body that does not parse: the client's error, not the cache's
             raise
         except Exception as error:  # the cache is down: fail open, the DB path still works
             cache.errors.report("throttle", error)
             return True
+        if not allowed:
+            security_logger.warning(
+                "login throttled: %s, ip=%s", type(self).__name__, clients.client_ip(request)
+            )
+        return allowed
 
 
 class LoginIPThrottle(LoginThrottle):

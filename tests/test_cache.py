@@ -2,13 +2,16 @@
 
 Also home of two helpers the other core test modules import: ``CacheSpy`` (counts the calls
 made on the real cache object) and ``Clock`` (freezes and advances Django's clock and the
-cache's).
+cache's). The suite runs on LocMemCache (``tests.settings``) and on Redis, Django's backend or
+django-redis (``tests.settings_services``): ``remaining_ttl`` and ``stored_items`` look into
+either.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import pickle
 import time
 from datetime import timedelta
@@ -87,11 +90,44 @@ def cache_spy(monkeypatch):
     return CacheSpy(cache.get_cache(), monkeypatch)
 
 
+def redis_client(backend=None):
+    """The redis-py client behind a Redis cache backend (Django's or django-redis), else None."""
+    backend = cache.get_cache() if backend is None else backend
+    if isinstance(backend, LocMemCache):
+        return None
+    django_client = getattr(backend, "_cache", None)  # django.core.cache.backends.redis
+    if hasattr(django_client, "get_client"):
+        return django_client.get_client(write=True)
+    django_redis_client = getattr(backend, "client", None)  # django_redis.cache.RedisCache
+    if hasattr(django_redis_client, "get_client"):
+        return django_redis_client.get_client(write=True)
+    return None
+
+
+def _age_redis_keys(client, seconds: float) -> None:
+    """Let ``seconds`` pass for every key of the Redis DB: shorten each TTL, drop what expires.
+
+    Redis expires keys by its own clock, which a fake clock cannot move; this does what that
+    much real time would have done. Keys without a TTL are left alone, as Redis would.
+    """
+    elapsed_ms = round(seconds * 1000)
+    for key in list(client.scan_iter(count=1000)):
+        left_ms = client.pttl(key)
+        if left_ms < 0:  # -1: no expiry; -2: already gone
+            continue
+        if left_ms <= elapsed_ms:
+            client.delete(key)
+        else:
+            client.pexpire(key, left_ms - elapsed_ms)
+
+
 class Clock:
-    """A frozen clock for ``django.utils.timezone.now`` and for LocMemCache expiry.
+    """A frozen clock for ``django.utils.timezone.now`` and for the cache's expiry.
 
     ``advance()`` moves both; ``advance(cache=False)`` moves only Django's clock, so cached
-    entries stay where they are.
+    entries stay where they are. LocMemCache reads the patched clock; on Redis, which expires
+    keys by its own clock, ``advance()`` shortens the TTL of every key in the test DB by the
+    same amount (and deletes the keys whose TTL runs out).
     """
 
     def __init__(self, monkeypatch) -> None:
@@ -112,6 +148,9 @@ class Clock:
         self.offset += timedelta(**delta)
         if cache:
             self.cache_offset += timedelta(**delta)
+            client = redis_client()
+            if client is not None:
+                _age_redis_keys(client, timedelta(**delta).total_seconds())
 
 
 @pytest.fixture
@@ -127,6 +166,42 @@ def nilva_settings(**options):
 def raw_get(key):
     """Read a key straight from the cache backend, bypassing nilva_session."""
     return cache.get_cache().get(key)
+
+
+def remaining_ttl(key) -> float | None:
+    """Seconds until ``key`` expires, as the backend itself records it; None if it is absent.
+
+    LocMemCache: its expiry time against its (possibly fake) clock. Redis: ``PTTL``.
+    ``math.inf`` for a key stored without a timeout.
+    """
+    backend = cache.get_cache()
+    full_key = backend.make_and_validate_key(key)
+    if isinstance(backend, LocMemCache):
+        if not backend.has_key(key):
+            return None
+        expires = backend._expire_info[full_key]
+        return math.inf if expires is None else expires - locmem.time.time()
+    client = redis_client(backend)
+    assert client is not None, f"no TTL reader for {type(backend).__name__}"
+    left_ms = client.pttl(full_key)
+    if left_ms == -2:
+        return None
+    return math.inf if left_ms == -1 else left_ms / 1000
+
+
+def stored_items() -> dict[str, bytes]:
+    """Every key the cache backend holds, as stored (prefixed), with its stored bytes."""
+    backend = cache.get_cache()
+    if isinstance(backend, LocMemCache):
+        return dict(backend._cache)  # pickled values, expired ones not yet culled included
+    client = redis_client(backend)
+    assert client is not None, f"cannot list the keys of {type(backend).__name__}"
+    items = {}
+    for key in client.scan_iter(count=1000):
+        value = client.get(key)
+        if value is not None:  # not expired meanwhile
+            items[key.decode()] = value
+    return items
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,17 +282,24 @@ def test_cache_entry_never_holds_the_password_hash(user, open_session):
 
 def test_warm_requests_never_extend_the_entry_lifetime(clock, token_client, cache_spy):
     client, session, _token = token_client
+    key = cache.token_key(session.key)
     client.get(WHOAMI_URL)
+    ttl_at_fill = remaining_ttl(key)
+    assert 15 * 60 - 1 < ttl_at_fill <= 15 * 60  # SESSION_CACHE_TTL
     for _ in range(14):
         clock.advance(minutes=1)
         assert client.get(WHOAMI_URL).status_code == 200
+    assert cache.unpack(raw_get(key)) is not None  # those requests were served by the entry
+    assert remaining_ttl(key) <= ttl_at_fill - 14 * 60  # ... which they did not extend
+    assert "touch" not in cache_spy.calls
     clock.advance(minutes=1, seconds=1)  # SESSION_CACHE_TTL (15 min) after the fill
-    assert raw_get(cache.token_key(session.key)) is None
+    assert raw_get(key) is None
 
 
 def test_entry_lifetime_is_capped_at_the_session_expiry(user, open_session, api_client, clock):
     session, token = open_session(user, expire_at=clock.now() + timedelta(minutes=5))
     assert api_client.get(WHOAMI_URL, HTTP_AUTHORIZATION=f"Token {token}").status_code == 200
+    assert 5 * 60 - 1 < remaining_ttl(cache.token_key(session.key)) <= 5 * 60
     clock.advance(minutes=4, seconds=59)
     assert cache.unpack(raw_get(cache.token_key(session.key))) is not None
     clock.advance(seconds=2)
@@ -228,6 +310,7 @@ def test_entry_lifetime_is_capped_at_the_session_expiry(user, open_session, api_
 def test_entry_lifetime_follows_session_cache_ttl(clock, token_client):
     client, session, _token = token_client
     client.get(WHOAMI_URL)
+    assert 29 < remaining_ttl(cache.token_key(session.key)) <= 30
     clock.advance(seconds=29)
     assert cache.unpack(raw_get(cache.token_key(session.key))) is not None
     clock.advance(seconds=2)
@@ -304,9 +387,15 @@ def test_tombstoned_session_is_served_from_the_database(
 
 def test_tombstone_expires_and_the_session_is_cached_again(clock, token_client):
     client, session, _token = token_client
+    key = cache.token_key(session.key)
     client.get(WHOAMI_URL)
     UserSession.invalidate_cache(session.key)
-    clock.advance(seconds=61)  # TOMBSTONE_TTL is 60 s
+    assert raw_get(key) == cache.TOMBSTONE
+    assert 59 < remaining_ttl(key) <= 60  # TOMBSTONE_TTL
+    clock.advance(seconds=59)
+    assert client.get(WHOAMI_URL).status_code == 200
+    assert raw_get(key) == cache.TOMBSTONE  # still standing: served from the database
+    clock.advance(seconds=2)
     assert client.get(WHOAMI_URL).status_code == 200
     assert cache.unpack(raw_get(cache.token_key(session.key))) is not None
 
@@ -393,17 +482,19 @@ def test_cache_never_holds_the_raw_token(clock, user, token_client):
     client, session, token = token_client
     client.get(WHOAMI_URL)  # entry
     client.get(WHOAMI_URL, REMOTE_ADDR="198.51.100.4")  # activity marker
-    backend = cache.get_cache()
-    assert isinstance(backend, LocMemCache)
-    keys = list(backend._cache)
-    assert keys
-    for key in keys:
+    items = stored_items()  # whatever the backend (LocMem or Redis) holds, as stored
+    assert any(hash_data(token) in key for key in items)
+    assert any(key.endswith(":a") for key in items)
+    for key in items:
         assert token not in key
         assert hash_data(token) in key or session.pk.hex in key
-    for value in backend._cache.values():
+    for value in items.values():
         assert token.encode() not in value
     UserSession.objects.filter(pk=session.pk).revoke()
-    assert all(token not in key for key in backend._cache)
+    items = stored_items()
+    assert any(session.pk.hex in key for key in items)  # the tombstones
+    assert all(token not in key for key in items)
+    assert all(token.encode() not in value for value in items.values())
 
 
 def test_keys_are_built_from_the_digest_and_the_session_id(user, open_session):

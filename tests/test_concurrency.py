@@ -19,17 +19,24 @@ from typing import Any
 
 import pytest
 from django.db import connection, transaction
-from django.test import override_settings
 from django.utils import timezone
 
 from nilva_session import cache, sessions
 from nilva_session.models import UserSession
 
 from .conftest import FakeRequest
-from .support.inprocess import private_redis_cache  # noqa: F401 (fixture)
+from .support.inprocess import private_redis_cache
 from .support.services import SERVICES
 
 pytestmark = [*SERVICES, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def redis_cache(monkeypatch):
+    """The session cache on our own Redis database (see tests/support/inprocess.py)."""
+    with private_redis_cache(monkeypatch) as backend:
+        yield backend
+
 
 ITERATIONS = 60
 IP = "203.0.113.7"
@@ -43,7 +50,7 @@ def in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, dict[str, An
     def run() -> None:
         try:
             outcome["result"] = target()
-        except BaseException as error:  # noqa: BLE001 (reported by join_all)
+        except BaseException as error:  # reported by join_all
             outcome["error"] = error
         finally:
             connection.close()
@@ -92,9 +99,7 @@ def assert_ended_everywhere(session: UserSession, token: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def test_revoke_racing_a_cold_fill_never_leaves_a_live_entry(
-    private_redis_cache, user, open_session
-):
+def test_revoke_racing_a_cold_fill_never_leaves_a_live_entry(redis_cache, user, open_session):
     outcomes: Counter[str] = Counter()
     for iteration in range(ITERATIONS):
         session, token = open_session(user)
@@ -147,7 +152,7 @@ class HeldFill:
 @pytest.mark.parametrize("by_id", [False, True], ids=["token", "session_id"])
 @pytest.mark.parametrize("moment", ["after_commit", "before_commit"])
 def test_revoke_between_the_fill_read_and_its_add(
-    private_redis_cache, user, open_session, monkeypatch, moment, by_id
+    redis_cache, user, open_session, monkeypatch, moment, by_id
 ):
     session, token = open_session(user)
     fill = HeldFill(monkeypatch)
@@ -170,9 +175,8 @@ def test_revoke_between_the_fill_read_and_its_add(
     assert_ended_everywhere(session, token)
 
 
-@override_settings()
 def test_fill_that_stalls_longer_than_the_tombstone_lives_is_dropped(
-    private_redis_cache, user, open_session, monkeypatch, settings
+    redis_cache, user, open_session, monkeypatch, settings
 ):
     settings.NILVA_SESSION = {**settings.NILVA_SESSION, "TOMBSTONE_TTL": 1}
     session, token = open_session(user)
@@ -212,7 +216,7 @@ def record_activity(stale: UserSession, *, ip: str = NEW_IP) -> None:
 
 
 def test_activity_update_waiting_on_the_revoke_lock_matches_nothing(
-    private_redis_cache, user, open_session
+    redis_cache, user, open_session
 ):
     session, _token = open_session(user)
     stale = row(session)  # the copy a request read before the revoke
@@ -239,7 +243,7 @@ def test_activity_update_waiting_on_the_revoke_lock_matches_nothing(
 
 
 def test_revoke_waiting_on_the_activity_lock_still_ends_the_session(
-    private_redis_cache, user, open_session
+    redis_cache, user, open_session
 ):
     session, token = open_session(user)
     stale = row(session)
@@ -266,7 +270,7 @@ def test_revoke_waiting_on_the_activity_lock_still_ends_the_session(
     assert_ended_everywhere(session, token)
 
 
-def test_revoke_racing_activity_updates_from_warm_requests(private_redis_cache, user, open_session):
+def test_revoke_racing_activity_updates_from_warm_requests(redis_cache, user, open_session):
     outcomes: Counter[str] = Counter()
     for iteration in range(ITERATIONS // 2):
         session, token = open_session(user)

@@ -36,6 +36,7 @@ from .support.services import (
     SERVICES,
     pg_url,
     private_redis_url,
+    redis_server,
     require_redis,
     scratch_database,
     uses_django_redis,
@@ -46,7 +47,7 @@ pytestmark = SERVICES
 
 WORKERS = 4
 PASSWORD = "multi-process-password-1"
-USERS = ("mp_token", "mp_jwt", "mp_all")
+USERS = ("mp_token", "mp_jwt", "mp_all", "mp_outage")
 WARM_REQUESTS = 200
 AFTER_REQUESTS = 400
 REFUSED = {401, 429}  # 429: a refused-token throttle may answer once many refusals came in
@@ -75,7 +76,8 @@ def _run(env: dict[str, str], *args: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo_env():
+    """A migrated PostgreSQL database of our own with the test users; the workers' env."""
     import redis
 
     redis_url = private_redis_url()
@@ -105,10 +107,28 @@ def demo(tmp_path_factory):
             ]
         )
         _run(env, "shell", "-c", create)
-        server = Gunicorn(env, tmp_path_factory.mktemp("gunicorn"), workers=WORKERS)
+        yield env
+
+
+@pytest.fixture(scope="module")
+def demo(demo_env, tmp_path_factory):
+    """gunicorn, 4 workers, on our database and our db number of the shared Redis."""
+    server = Gunicorn(demo_env, tmp_path_factory.mktemp("gunicorn"), workers=WORKERS)
+    try:
+        server.start()
+        yield Demo(server)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def demo_on_own_redis(demo_env, tmp_path):
+    """gunicorn, 4 workers, on a redis-server of its own that the test may kill."""
+    with redis_server(tmp_path) as own_redis:
+        server = Gunicorn({**demo_env, "REDIS_URL": own_redis.url()}, tmp_path, workers=WORKERS)
         try:
             server.start()
-            yield Demo(server)
+            yield Demo(server), own_redis
         finally:
             server.stop()
 
@@ -123,9 +143,9 @@ def token_login(demo: Demo, username: str) -> tuple[Credential, str]:
         demo.port, "POST", "/api/sessions/login/", body={"username": username, "password": PASSWORD}
     )
     assert reply.status == 200, reply.body
-    return Credential(f"token:{reply.body['session_id'][:8]}", f"Token {reply.body['token']}"), reply.body[
-        "session_id"
-    ]
+    return Credential(
+        f"token:{reply.body['session_id'][:8]}", f"Token {reply.body['token']}"
+    ), reply.body["session_id"]
 
 
 def jwt_login(demo: Demo, username: str) -> tuple[Credential, str, str]:
@@ -141,22 +161,24 @@ def jwt_login(demo: Demo, username: str) -> tuple[Credential, str, str]:
     )
 
 
-def warm(demo: Demo, credentials: list[Credential], session_ids: dict[str, str], tag: str) -> int:
-    """Serve every credential from every worker; return how many requests that took."""
+def warm(demo: Demo, credentials: list[Credential], session_ids: dict[str, str], tag: str) -> None:
+    """Have every worker serve every credential (from the cache, once it is filled)."""
     replies: list[Reply] = []
-    for _round in range(5):  # bounded: at most 5 * WARM_REQUESTS requests
-        replies += burst(demo.port, credentials, WARM_REQUESTS, f"{tag}{_round}")
-        by_pid = {}
-        for index in range(_round + 1):
-            for pid, counts in demo.server.workers_for(f"{tag}{index}", WARM_REQUESTS).items():
-                by_pid.setdefault(pid, 0)
-                by_pid[pid] += counts.get(200, 0)
-        if len(by_pid) >= WORKERS and all(by_pid.values()):
+    served: set[tuple[int, int]] = set()  # (worker pid, credential index) answered 200
+    wanted = WORKERS * len(credentials)
+    for round_ in range(5):  # bounded: at most 5 * WARM_REQUESTS requests
+        replies += burst(demo.port, credentials, WARM_REQUESTS, f"{tag}{round_}")
+        for pid, status, query in demo.server.tagged(f"{tag}{round_}", WARM_REQUESTS):
+            index = int(query.split("&i=")[1].split("&")[0])
+            if status == 200:
+                served.add((pid, index % len(credentials)))
+        if len(served) >= wanted:
             break
     wrong = [r for r in replies if r.status != 200 or r.body["session_id"] != session_ids[r.who]]
     assert not wrong, f"warm-up answers that are not the session itself: {wrong[:3]}"
-    assert len(by_pid) == WORKERS, f"only {len(by_pid)} of {WORKERS} workers served the warm-up"
-    return len(replies)
+    workers = {pid for pid, _ in served}
+    assert len(workers) == WORKERS, f"only {len(workers)} of {WORKERS} workers served the warm-up"
+    assert len(served) == wanted, f"some worker never served some credential: {sorted(served)}"
 
 
 @dataclass
@@ -196,9 +218,8 @@ def end_under_load(
     server_errors = [r for r in everything if r.status >= 500]
     # Before the end was sent, every answer is the session itself.
     before = [r for r in flowing if r.done < ended.sent]
-    assert before and all(
-        r.status == 200 and r.body["session_id"] == session_ids[r.who] for r in before
-    )
+    assert before
+    assert all(r.status == 200 and r.body["session_id"] == session_ids[r.who] for r in before)
     by_pid = demo.server.workers_for(f"{tag}-after", AFTER_REQUESTS)
     outcome = Outcome(
         flowing=len(flowing),
@@ -269,3 +290,72 @@ def test_logout_all_ends_every_device_on_every_worker(demo):
         )
 
     end_under_load(demo, devices, ids, end, "all")
+
+
+def test_redis_killed_under_load_across_workers(demo_on_own_redis):
+    """Redis dies while 4 workers serve: no 5xx, the DB decides, an end made meanwhile holds."""
+    demo, own_redis = demo_on_own_redis
+    live, live_id = token_login(demo, "mp_outage")
+    victim, victim_id = token_login(demo, "mp_outage")
+    ids = {live.name: live_id, victim.name: victim_id}
+    warm(demo, [live, victim], ids, "outage-warm")
+
+    with Hammer(demo.port, [live, victim], "outage-up", threads=4, max_requests=4000) as hammer:
+        wait_until(lambda: hammer.count() >= 40, 20, what="requests to flow")
+        own_redis.kill()
+        down_at = time.monotonic()
+        hammer.tag = "outage-down"
+        wait_until(
+            lambda: sum(1 for r in list(hammer.replies) if r.sent > down_at) >= 80,
+            30,
+            what="requests with Redis down",
+        )
+        ended = call(
+            demo.port,
+            "DELETE",
+            f"/api/sessions/active/?token_id={victim_id}",
+            headers={"Authorization": live.header},
+        )
+        ended_at = time.monotonic()
+        assert ended.status == 204, ended.body
+        wait_until(
+            lambda: sum(1 for r in list(hammer.replies) if r.sent > ended_at) >= 100,
+            30,
+            what="requests after the end, Redis down",
+        )
+        own_redis.start()  # empty (--save "")
+        up_at = time.monotonic()
+        hammer.tag = "outage-back"
+        wait_until(
+            lambda: sum(1 for r in list(hammer.replies) if r.sent > up_at) >= 100,
+            30,
+            what="requests with Redis back",
+        )
+
+    replies = list(hammer.replies)
+    down = [r for r in replies if down_at < r.sent and r.done < up_at]
+    server_errors = [r for r in replies if r.status >= 500]
+    stale = [r for r in replies if r.who == victim.name and r.sent > ended_at and r.status != 401]
+    wrong_live = [
+        r
+        for r in replies
+        if r.who == live.name and (r.status != 200 or r.body["session_id"] != live_id)
+    ]
+    down_workers = demo.server.workers_for("outage-down", 1)
+    warnings = demo.server.app_log().count("serving sessions from the database")
+    print(
+        f"\nkilled under 4 workers: {len(replies)} requests, {len(down)} with Redis down "
+        f"(workers {len(down_workers)}), {len(server_errors)} 5xx, {len(stale)} stale, "
+        f"{warnings} cache warnings logged"
+    )
+    assert len(down) >= 80
+    assert not server_errors, f"{server_errors[:3]}\n{demo.server.errors()}"
+    assert not stale, stale[:5]
+    assert not wrong_live, wrong_live[:5]
+    assert len(down_workers) == WORKERS, down_workers
+    # Each worker logs the burst once (ERROR_LOG_INTERVAL), not once per failed request.
+    assert 1 <= warnings <= WORKERS, demo.server.app_log()[-3000:]
+    # Back on Redis: still right.
+    after = burst(demo.port, [live, victim], 40, "outage-after")
+    assert {r.status for r in after if r.who == live.name} == {200}
+    assert {r.status for r in after if r.who == victim.name} == {401}

@@ -41,9 +41,12 @@ IP = "203.0.113.7"
 def redis_of_our_own(tmp_path, monkeypatch):
     """A private redis-server; the session cache points at it; a fresh error log."""
     monkeypatch.setattr(cache, "errors", cache._ErrorLog())
-    with redis_server(tmp_path) as server, override_settings(
-        CACHES=cache_settings(server.url(), timeout=SOCKET_TIMEOUT),
-        NILVA_SESSION={**settings.NILVA_SESSION, "INVALID_TOKEN_THROTTLE_RATE": None},
+    with (
+        redis_server(tmp_path) as server,
+        override_settings(
+            CACHES=cache_settings(server.url(), timeout=SOCKET_TIMEOUT),
+            NILVA_SESSION={**settings.NILVA_SESSION, "INVALID_TOKEN_THROTTLE_RATE": None},
+        ),
     ):
         assert cache.get_cache().get("nothing") is None  # it answers
         yield server
@@ -89,7 +92,9 @@ class Traffic:
                 response = clients[who].get(WHOAMI)
                 body = response.json() if response.status_code < 500 else {}
                 self.answers.append(
-                    Answer(who, response.status_code, body.get("session_id"), sent, time.monotonic())
+                    Answer(
+                        who, response.status_code, body.get("session_id"), sent, time.monotonic()
+                    )
                 )
         finally:
             connection.close()
@@ -121,7 +126,11 @@ def test_redis_killed_while_requests_flow(redis_of_our_own, user, open_session, 
     live, live_token = open_session(user)
     ended_before, ended_before_token = open_session(user)
     ended_during, ended_during_token = open_session(user)
-    tokens = {"live": live_token, "ended_before": ended_before_token, "ended_during": ended_during_token}
+    tokens = {
+        "live": live_token,
+        "ended_before": ended_before_token,
+        "ended_during": ended_during_token,
+    }
     for token in tokens.values():  # warm: every session is in Redis
         assert client_for(token).get(WHOAMI).status_code == 200
     end_session(live_token, ended_before)
@@ -147,8 +156,12 @@ def test_redis_killed_while_requests_flow(redis_of_our_own, user, open_session, 
     answers = traffic.answers
     during = [a for a in answers if down_at < a.sent and a.done < up_at]
     server_errors = [a for a in answers if a.status >= 500]
-    stale = [a for a in answers if a.who == "ended_during" and a.sent > ended_at and a.status == 200]
-    wrong_live = [a for a in answers if a.who == "live" and (a.status, a.session_id) != (200, str(live.pk))]
+    stale = [
+        a for a in answers if a.who == "ended_during" and a.sent > ended_at and a.status == 200
+    ]
+    wrong_live = [
+        a for a in answers if a.who == "live" and (a.status, a.session_id) != (200, str(live.pk))
+    ]
     wrong_before = [a for a in answers if a.who == "ended_before" and a.status != 401]
     print(
         f"\nkilled: {len(answers)} requests, {len(during)} while Redis was down, "
@@ -221,12 +234,45 @@ class RestartWithData:
         self.server.start()
 
 
-@pytest.mark.parametrize("outage", [SigStop, ClientPauseWrite, RestartWithData])
+class OutOfMemory:
+    """``maxmemory`` reached with ``noeviction``: writes fail with OOM; reads and DEL work."""
+
+    #: nilva-session deletes the entry when the tombstone is refused: no process is served it.
+    other_processes_covered = True
+
+    def __init__(self, server) -> None:
+        self.admin = server.client()
+
+    def begin(self) -> None:
+        self.admin.config_set("maxmemory-policy", "noeviction")
+        self.admin.config_set("maxmemory", 1)
+
+    def end(self) -> None:
+        self.admin.config_set("maxmemory", 0)
+        self.admin.close()
+
+
+@pytest.fixture
+def as_another_process(monkeypatch):
+    """Run a request as a process that did not see the tombstone writes fail."""
+
+    def request(token: str) -> int:
+        owed = cache.unwritten
+        monkeypatch.setattr(cache, "unwritten", cache._UnwrittenTombstones())
+        try:
+            return client_for(token).get(WHOAMI).status_code
+        finally:
+            monkeypatch.setattr(cache, "unwritten", owed)
+
+    return request
+
+
+@pytest.mark.parametrize("outage", [SigStop, ClientPauseWrite, RestartWithData, OutOfMemory])
 def test_session_ended_while_redis_kept_its_data_stays_ended(
-    redis_of_our_own, user, open_session, outage, caplog
+    redis_of_our_own, user, open_session, outage, as_another_process
 ):
     server = redis_of_our_own
-    live, live_token = open_session(user)
+    _live, live_token = open_session(user)
     victim, victim_token = open_session(user)
     for token in (live_token, victim_token):
         assert client_for(token).get(WHOAMI).status_code == 200
@@ -240,16 +286,29 @@ def test_session_ended_while_redis_kept_its_data_stays_ended(
         end_session(live_token, victim)  # the tombstone writes fail
         during = [client_for(victim_token).get(WHOAMI).status_code for _ in range(3)]
         live_during = client_for(live_token).get(WHOAMI).status_code
-        slowest = time.monotonic() - started
+        elapsed = time.monotonic() - started
+        elsewhere_during = as_another_process(victim_token)
     finally:
         trouble.end()
     wait_until(server.ping, 10, what="Redis back")
-
+    # Before this process touches the cache again, a process that saw nothing fail:
+    elsewhere_first = as_another_process(victim_token)
     after = [client_for(victim_token).get(WHOAMI).status_code for _ in range(5)]
-    print(f"\n{outage.__name__}: during={during} after={after} ({slowest:.2f}s for 5 requests)")
-    assert during == [401] * 3, "served from the kept entry while the tombstone could not be written"
+    elsewhere_after = as_another_process(victim_token)
+    print(
+        f"\n{outage.__name__}: this process during={during} after={after}; another process "
+        f"during={elsewhere_during} back={elsewhere_first} after={elsewhere_after} "
+        f"({elapsed:.2f}s for the end and 4 requests)"
+    )
+    assert during == [401] * 3, (
+        "served from the kept entry while the tombstone could not be written"
+    )
     assert live_during == 200
     assert after == [401] * 5, "the entry Redis kept let an ended session back in"
+    # The owed tombstone was written on this process's first read: every process refuses now.
+    assert cache.get_cache().get(entry_key) == cache.TOMBSTONE
+    assert elsewhere_after == 401
+    if getattr(outage, "other_processes_covered", False):
+        assert elsewhere_during == elsewhere_first == 401
     assert UserSession.objects.get(pk=victim.pk).is_active is False
-    assert cache.unpack(cache.get_cache().get(entry_key)) is None
     assert client_for(live_token).get(WHOAMI).status_code == 200

@@ -21,10 +21,18 @@ from nilva_session.jwt import access_token_for_session, refresh_token_for_sessio
 from nilva_session.models import UserSession
 
 from .conftest import DESKTOP_UA
-from .support.inprocess import WriteCounter, private_redis_cache  # noqa: F401 (fixture)
+from .support.inprocess import WriteCounter, private_redis_cache
 from .support.services import SERVICES
 
 pytestmark = [*SERVICES, pytest.mark.django_db]
+
+
+@pytest.fixture
+def redis_cache(monkeypatch):
+    """The session cache on our own Redis database (see tests/support/inprocess.py)."""
+    with private_redis_cache(monkeypatch) as backend:
+        yield backend
+
 
 REQUESTS = 1000
 IP = "203.0.113.7"
@@ -44,7 +52,7 @@ def statements(queries, verb: str) -> list[str]:
 @pytest.mark.parametrize("kind", ["token", "jwt"])
 @pytest.mark.parametrize("last_activity", ["at_login", "before_the_interval"])
 def test_a_thousand_requests_make_at_most_one_update_and_no_cache_write(
-    private_redis_cache, user, open_session, monkeypatch, kind, last_activity
+    redis_cache, user, open_session, monkeypatch, kind, last_activity
 ):
     session, token = open_session(user, ip=IP)
     if last_activity == "before_the_interval":
@@ -53,7 +61,7 @@ def test_a_thousand_requests_make_at_most_one_update_and_no_cache_write(
         )
     client = APIClient(HTTP_USER_AGENT=DESKTOP_UA, REMOTE_ADDR=IP)
     client.credentials(HTTP_AUTHORIZATION=credential(kind, session, token, user))
-    writes = WriteCounter(private_redis_cache, monkeypatch)
+    writes = WriteCounter(redis_cache, monkeypatch)
 
     with CaptureQueriesContext(connection) as first_queries:
         first = client.get("/api/whoami/")

@@ -3,6 +3,7 @@ from django.urls import include, path
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from demo.views import SessionsPageView
 from nilva_session.sessions import current_session
 
 
@@ -17,6 +18,7 @@ class WhoAmI(APIView):
 
 
 urlpatterns = [
+    path("", SessionsPageView.as_view(), name="sessions-page"),
     path("admin/", admin.site.urls),
     path("api/sessions/", include("nilva_session.urls")),
     path("api/whoami/", WhoAmI.as_view(), name="whoami"),

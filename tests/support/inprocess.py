@@ -7,11 +7,11 @@ fixtures flush it between tests; these tests count writes and race threads, so t
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from django.conf import settings
 from django.test import override_settings
 
@@ -22,9 +22,12 @@ from .services import cache_settings, private_redis_url, require_redis
 WRITE_METHODS = ("add", "set", "set_many", "delete", "delete_many", "incr", "decr", "touch")
 
 
-@pytest.fixture
-def private_redis_cache(monkeypatch) -> Iterator[Any]:
-    """Point the session cache at our Redis database; yield the cache of this thread."""
+@contextlib.contextmanager
+def private_redis_cache(monkeypatch: Any) -> Iterator[Any]:
+    """Point the session cache at our Redis database; yield the cache of this thread.
+
+    Use it in a fixture of the test module (``with private_redis_cache(monkeypatch) as c``).
+    """
     url = private_redis_url()
     require_redis(url)
     monkeypatch.setattr(cache, "errors", cache._ErrorLog())

@@ -80,25 +80,41 @@ class Gunicorn:
         self.env = env
         self.access_log = log_dir / "access.log"
         self.error_log = log_dir / "error.log"
+        self.stderr_log = log_dir / "stderr.log"  # what the app logs (the demo logs to stderr)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "gunicorn", "demo.wsgi",
-                "-w", str(self.workers), "-b", f"127.0.0.1:{self.port}",
-                "--max-requests", "0", "--timeout", "60", "--graceful-timeout", "3",
-                "--no-control-socket",  # the default path is shared by every gunicorn here
-                "--access-logfile", str(self.access_log),
-                "--access-logformat", ACCESS_LOG_FORMAT,
-                "--error-logfile", str(self.error_log),
-            ],
-            cwd=EXAMPLE_DIR,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: we stop exactly what we started
-        )
+        with self.stderr_log.open("ab") as stderr:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "demo.wsgi",
+                    "-w",
+                    str(self.workers),
+                    "-b",
+                    f"127.0.0.1:{self.port}",
+                    "--max-requests",
+                    "0",
+                    "--timeout",
+                    "60",
+                    "--graceful-timeout",
+                    "3",
+                    "--no-control-socket",  # the default path is shared by every gunicorn here
+                    "--access-logfile",
+                    str(self.access_log),
+                    "--access-logformat",
+                    ACCESS_LOG_FORMAT,
+                    "--error-logfile",
+                    str(self.error_log),
+                ],
+                cwd=EXAMPLE_DIR,
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,  # its own process group: we stop exactly what we started
+            )
 
         def answering() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
@@ -110,6 +126,12 @@ class Gunicorn:
     def errors(self) -> str:
         try:
             return self.error_log.read_text()[-5000:]
+        except FileNotFoundError:
+            return ""
+
+    def app_log(self) -> str:
+        try:
+            return self.stderr_log.read_text(errors="replace")
         except FileNotFoundError:
             return ""
 
@@ -133,19 +155,23 @@ class Gunicorn:
                 lines.append((int(pid), int(parts[1]), parts[2]))
         return lines
 
-    def workers_for(self, tag: str, expected: int) -> dict[int, dict[int, int]]:
-        """``{pid: {status: count}}`` for the requests tagged ``t=<tag>``.
+    def tagged(self, tag: str, expected: int) -> list[tuple[int, int, str]]:
+        """The access-log lines of the requests tagged ``t=<tag>``.
 
-        Waits (bounded) until ``expected`` of them are in the access log.
+        Waits (bounded) until ``expected`` of them are in the log.
         """
         marker = f"t={tag}&"
 
-        def tagged() -> list[tuple[int, int, str]]:
+        def lines() -> list[tuple[int, int, str]]:
             return [line for line in self.access_lines() if line[2].startswith(marker)]
 
-        wait_until(lambda: len(tagged()) >= expected, 10, what=f"{expected} log lines of {tag}")
+        wait_until(lambda: len(lines()) >= expected, 10, what=f"{expected} log lines of {tag}")
+        return lines()
+
+    def workers_for(self, tag: str, expected: int) -> dict[int, dict[int, int]]:
+        """``{pid: {status: count}}`` for the requests tagged ``t=<tag>``."""
         by_pid: dict[int, dict[int, int]] = {}
-        for pid, status, _query in tagged():
+        for pid, status, _query in self.tagged(tag, expected):
             by_pid.setdefault(pid, {}).setdefault(status, 0)
             by_pid[pid][status] += 1
         return by_pid
@@ -196,7 +222,9 @@ class Hammer:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._count = 0
-        self._workers = [threading.Thread(target=self._run, daemon=True) for _ in range(self.threads)]
+        self._workers = [
+            threading.Thread(target=self._run, daemon=True) for _ in range(self.threads)
+        ]
 
     def _next(self) -> int | None:
         with self._lock:
@@ -211,7 +239,8 @@ class Hammer:
             index = self._next()
             if index is None:
                 return
-            reply = whoami(self.port, self.credentials[index % len(self.credentials)], self.tag, index)
+            tag = self.tag  # may be changed while it runs, to mark phases
+            reply = whoami(self.port, self.credentials[index % len(self.credentials)], tag, index)
             with self._lock:
                 self.replies.append(reply)
 

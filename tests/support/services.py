@@ -96,7 +96,7 @@ def require_redis(url: str) -> None:
     client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
     try:
         client.ping()
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         pytest.fail(f"Redis at {url} is unreachable ({error}); the services tests need it")
     finally:
         client.close()
@@ -150,9 +150,21 @@ class RedisServer:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.proc = subprocess.Popen(
             [
-                "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
-                "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
-                "--dbfilename", "dump.rdb", "--loglevel", "warning",
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--dbfilename",
+                "dump.rdb",
+                "--loglevel",
+                "warning",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -163,7 +175,7 @@ class RedisServer:
         client = self.client(timeout=0.5)
         try:
             return bool(client.ping())
-        except Exception:  # noqa: BLE001
+        except Exception:
             return False
         finally:
             client.close()
@@ -247,8 +259,10 @@ def _maintenance_connection() -> Any:
 
     try:
         return psycopg.connect(dbname="postgres", autocommit=True, **pg_params())
-    except Exception as error:  # noqa: BLE001
-        pytest.fail(f"PostgreSQL at {pg_params()['host']}:{pg_params()['port']} is unreachable: {error}")
+    except Exception as error:
+        pytest.fail(
+            f"PostgreSQL at {pg_params()['host']}:{pg_params()['port']} is unreachable: {error}"
+        )
 
 
 @contextlib.contextmanager

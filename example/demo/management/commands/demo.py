@@ -32,6 +32,7 @@ class Command(BaseCommand):
                 [
                     "",
                     "nilva-session demo",
+                    f"  Open:      {base}/   (sign in from two browsers, see both sessions)",
                     f"  API:       {base}/api/sessions/",
                     f"  Admin:     {base}/admin/",
                     f"  User:      {DEMO_USERNAME}",
@@ -47,4 +48,10 @@ class Command(BaseCommand):
             )
         )
         if not options["no_serve"]:
-            call_command("runserver", f"{options['host']}:{options['port']}", use_reloader=False)
+            # insecure_serving: the page's CSS and script are served even with DJANGO_DEBUG=0.
+            call_command(
+                "runserver",
+                f"{options['host']}:{options['port']}",
+                use_reloader=False,
+                insecure_serving=True,
+            )
