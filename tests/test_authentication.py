@@ -271,7 +271,8 @@ def test_any_header_returns_none_or_raises_authentication_failed(value, cache_sp
 def test_any_single_character_change_of_a_token_is_refused_without_a_query(data, cache_spy):
     token = token_generator()
     position = data.draw(st.integers(min_value=0, max_value=len(token) - 1))
-    replacement = data.draw(st.sampled_from(BASE62).filter(lambda c: c != token[position]))
+    # The same number of choices whatever the token, so hypothesis can replay the draws.
+    replacement = data.draw(st.sampled_from([c for c in BASE62 if c != token[position]]))
     forged = token[:position] + replacement + token[position + 1 :]
     cache_spy.reset()
     with CaptureQueriesContext(connection) as queries, pytest.raises(AuthenticationFailed):

@@ -118,6 +118,13 @@ def test_rotated_token_is_outstanding_with_its_capped_expiry(user, api_client, s
     rotated = refresh(new_client(), data["refresh"]).json()["refresh"]
 
     record = outstanding(rotated)
+    if not hasattr(RefreshToken, "outstand"):
+        # simplejwt < 5.5 records no rotated token (its own refresh view neither); blacklisting
+        # it later creates the record, so logout still stops it.
+        assert record is None
+        assert logout(new_client(), rotated).status_code == 204
+        assert refresh(new_client(), rotated).status_code == 401
+        return
     assert record is not None
     assert record.token == rotated
     assert record.expires_at <= session.expire_at

@@ -1320,8 +1320,9 @@ def test_threat_token_guessing_is_throttled_per_client_ip(user, django_assert_nu
 
 
 @nilva_settings(LOGIN_THROTTLE_RATE="2/min")
-def test_asvs403_2_2_1_login_is_throttled_per_ip_and_username(user):
+def test_asvs403_2_2_1_login_is_throttled_per_ip_and_username(user, caplog):
     """One case here; tests/test_throttling.py covers both budgets, windows and outages."""
+    caplog.set_level(logging.INFO, logger="nilva_session.security")
     attacker = client_from()
     for _ in range(2):
         response = attacker.post(
@@ -1331,11 +1332,14 @@ def test_asvs403_2_2_1_login_is_throttled_per_ip_and_username(user):
     response = attacker.post(LOGIN_URL, {"username": "alice", "password": PASSWORD}, format="json")
     assert response.status_code == 429
     assert "token" not in response.json()
-    # The username's budget is spent too: from another IP, alice is throttled...
+    # The username's budget is spent too: from another IP, alice is throttled.
     other = client_from(ip=OTHER_IP).post(
         LOGIN_URL, {"username": "alice", "password": PASSWORD}, format="json"
     )
     assert other.status_code == 429
+    throttled = [r.getMessage() for r in caplog.records if "login throttled" in r.getMessage()]
+    assert any(f"ip={IP}" in message for message in throttled)
+    assert any(f"ip={OTHER_IP}" in message for message in throttled)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,42 @@
+"""One tiny DRF view, mounted once per authentication scheme, plus nilva-session's own API."""
+
+from django.urls import include, path
+from knox.auth import TokenAuthentication as KnoxTokenAuthentication
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework_simplejwt.authentication import (
+    JWTAuthentication,
+    JWTStatelessUserAuthentication,
+)
+
+from nilva_session.backends import (
+    UserSessionDBJwtAuthentication,
+    UserSessionDBTokenAuthentication,
+)
+
+
+class Hello(APIView):
+    """``{"ok": true}``: the smallest useful protected view."""
+
+    def get(self, request):
+        return Response({"ok": True})
+
+
+def protected(*authentication_classes):
+    return Hello.as_view(
+        authentication_classes=list(authentication_classes), permission_classes=[IsAuthenticated]
+    )
+
+
+urlpatterns = [
+    path("base/", Hello.as_view(authentication_classes=[], permission_classes=[AllowAny])),
+    path("ours/token/", protected(UserSessionDBTokenAuthentication)),
+    path("ours/jwt/", protected(UserSessionDBJwtAuthentication)),
+    path("drf/token/", protected(TokenAuthentication)),
+    path("knox/", protected(KnoxTokenAuthentication)),
+    path("simplejwt/", protected(JWTAuthentication)),
+    path("simplejwt/stateless/", protected(JWTStatelessUserAuthentication)),
+    path("api/sessions/", include("nilva_session.urls")),
+]
