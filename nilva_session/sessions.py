@@ -187,6 +187,8 @@ def _authenticate(
         cache.bar([entry_key])  # not ours (another version, 0.1.x): let it lapse quickly
     if found is not None and session_settings.SLIDING_EXPIRY and found[0].is_expired(now):
         found = None  # the copy may predate a sliding extension: the database decides
+    if found is not None and request is None and session_settings.IDLE_TIMEOUT is not None:
+        found = None  # idleness is settled by the activity write, which needs a request
     if found is not None:
         session, user = found
     else:
