@@ -74,6 +74,8 @@ elif _cache == "django-redis":
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Our keys only: the benchmark deletes what it wrote and nothing else in that Redis database.
+CACHES["default"]["KEY_PREFIX"] = os.environ.get("BENCH_KEY_PREFIX", "nilva-bench")
 
 REST_FRAMEWORK = {
     # What a project using nilva-session configures; the compared views set their own classes.

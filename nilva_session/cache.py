@@ -13,6 +13,8 @@ Rules (see the README's "Security model"):
 * Every cache error is logged (once per burst) and treated as a miss.
 * A tombstone that could not be written is owed by this process: the entry under its key is
   not trusted here, and it is written on the next successful read (``_UnwrittenTombstones``).
+* The warm path is one read: ``get_many`` of the backend, or, for Django's own ``RedisCache``,
+  the same MGET through one reused redis-py client (``_reused_client_get_many``).
 """
 
 from __future__ import annotations
@@ -22,15 +24,17 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from functools import cache as memoize
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from django.contrib.auth import get_user_model
 from django.core.cache import BaseCache, caches
+from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from django.core.signals import setting_changed
 from django.db import router, transaction
+from django.db.models import DateTimeField
 
 from .conf import session_settings
 
@@ -41,9 +45,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("nilva_session.cache")
 
-ENTRY_VERSION = 1
+ENTRY_VERSION = 2
 TOMBSTONE = "nilva_session:tombstone"
-# The session columns an entry copies, in order. Timestamps are stored as floats to keep it small.
+# The session columns an entry copies, in order. Timestamps are stored as floats to keep it small
+# (the user's aware datetimes too); ``key`` is None in an entry filed under the token's digest.
 SESSION_FIELDS = (
     "id",
     "user_id",
@@ -190,13 +195,68 @@ def read(entry_key: str, counter_key: str | None = None) -> tuple[Any, Any, Any]
     """
     marker_key = activity_key(entry_key)
     keys = [entry_key, marker_key] if counter_key is None else [entry_key, marker_key, counter_key]
-    found: dict[str, Any] | None = safely("read", None, get_cache().get_many, keys)
+    found: dict[str, Any] | None = safely("read", None, _get_many(get_cache()), keys)
     if found is None:
         found = {}
     elif unwritten.keys and unwritten.pay(entry_key):
         found.pop(entry_key, None)  # this process owes a tombstone here: the entry may be stale
     counter = found.get(counter_key) if counter_key is not None else None
     return found.get(entry_key), found.get(marker_key), counter
+
+
+_READER = "_nilva_session_get_many"
+
+
+def _get_many(backend: BaseCache) -> Callable[[list[str]], dict[str, Any]]:
+    """Return the ``get_many`` to read ``backend`` with: its own, or a faster equivalent.
+
+    The equivalent (``_reused_client_get_many``) serves only Django's own ``RedisCache``, and
+    only while neither the backend's class nor this instance replaces ``get_many`` (a subclass,
+    a test spy, a mock): then the replacement is called, as before.
+    """
+    state = backend.__dict__
+    reader = state.get(_READER)
+    if reader is None:
+        reader = state[_READER] = _reused_client_get_many(backend) or False
+    if reader and "get_many" not in state and type(backend).get_many is RedisCache.get_many:
+        return reader  # type: ignore[no-any-return]
+    return backend.get_many
+
+
+def _reused_client_get_many(backend: BaseCache) -> Callable[[list[str]], dict[str, Any]] | None:
+    """``RedisCache.get_many`` through one redis-py client per connection pool, or None.
+
+    Django's ``RedisCacheClient.get_client()`` builds a new ``redis.Redis`` object on every
+    call, which costs more than the round trip itself on a fast network (docs/benchmarks.md).
+    This reads exactly what ``RedisCache.get_many`` reads: the same keys (``make_key``; the
+    key warnings are skipped, the keys are ours), the same pool (picked per call, as Django
+    does, so replicas are still used), one MGET, the same deserializer; an error is raised as
+    there. A client class that changes how it reads, or Django internals that differ, get None.
+    """
+    if not isinstance(backend, RedisCache):
+        return None
+    try:
+        client = backend._cache
+        if (
+            type(client).get_many is not RedisCacheClient.get_many
+            or type(client).get_client is not RedisCacheClient.get_client
+        ):
+            return None
+        make_key, loads = backend.make_key, client._serializer.loads
+        pick_pool, new_client = client._get_connection_pool, client._client
+    except Exception:  # redis-py missing, internals renamed: the backend's own get_many
+        return None
+    clients: dict[Any, Any] = {}  # pool -> redis.Redis (thread-safe: one connection per command)
+
+    def get_many(keys: list[str]) -> dict[str, Any]:
+        pool = pick_pool(False)
+        redis_client = clients.get(pool)
+        if redis_client is None:
+            redis_client = clients[pool] = new_client(connection_pool=pool)
+        values = redis_client.mget([make_key(key) for key in keys])
+        return {key: loads(value) for key, value in zip(keys, values) if value is not None}
+
+    return get_many
 
 
 def _stamp(value: datetime | None) -> float | None:
@@ -207,23 +267,45 @@ def _unstamp(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
 
 
+class _Layout(NamedTuple):
+    user_model: Any
+    names: tuple[str, ...]  # the user's columns in an entry, in order: never the password
+    stamped: tuple[int, ...]  # positions of the user's DateTimeFields (aware: stored as floats)
+    signature: int
+    session_names: tuple[str, ...]  # UserSession.from_db names (model order): entry + is_active
+    keyless_names: tuple[str, ...]  # the same without ``key`` (left deferred)
+
+
 @memoize
-def _user_layout(label: str) -> tuple[tuple[str, ...], int]:
+def _user_layout(label: str) -> _Layout:
+    from .models import UserSession
+
     # The password hash never goes to the cache: it is left deferred on the rebuilt user.
-    names = tuple(
-        f.attname for f in get_user_model()._meta.concrete_fields if f.attname != "password"
+    user_model = get_user_model()
+    fields = [f for f in user_model._meta.concrete_fields if f.attname != "password"]
+    names = tuple(f.attname for f in fields)
+    stamped = tuple(i for i, f in enumerate(fields) if isinstance(f, DateTimeField))
+    # 31 bits: pickled in 5 bytes.
+    signature = zlib.crc32(repr((ENTRY_VERSION, label, names, SESSION_FIELDS)).encode()) & 0x7FFFFFFF
+    present = {*SESSION_FIELDS, "is_active"}
+    # from_db takes values in the model's field order, leaving the others deferred.
+    session_names = tuple(
+        f.attname for f in UserSession._meta.concrete_fields if f.attname in present
     )
-    signature = zlib.crc32(repr((ENTRY_VERSION, label, names, SESSION_FIELDS)).encode())
-    return names, signature
+    keyless_names = tuple(name for name in session_names if name != "key")
+    return _Layout(user_model, names, stamped, signature, session_names, keyless_names)
 
 
-def _layout() -> tuple[tuple[str, ...], int]:
+def _layout() -> _Layout:
     return _user_layout(get_user_model()._meta.label)
 
 
-def pack(session: UserSession, user: AbstractBaseUser) -> tuple[Any, ...]:
-    """Return the small tuple that the cache stores for an active session and its user."""
-    names, signature = _layout()
+def pack(session: UserSession, user: AbstractBaseUser, *, with_key: bool = True) -> tuple[Any, ...]:
+    """Return the small tuple that the cache stores for an active session and its user.
+
+    ``with_key=False`` leaves out the token digest, for an entry filed under that digest.
+    """
+    layout = _layout()
     values = []
     for name in SESSION_FIELDS:
         value = getattr(session, name)
@@ -232,37 +314,53 @@ def pack(session: UserSession, user: AbstractBaseUser) -> tuple[Any, ...]:
         elif name == "id":
             value = value.bytes
         elif name == "key":
-            value = bytes.fromhex(value)
+            value = bytes.fromhex(value) if with_key else None
         values.append(value)
-    return (signature, tuple(values), tuple(getattr(user, n) for n in names))
+    user_values = [getattr(user, n) for n in layout.names]
+    for i in layout.stamped:
+        value = user_values[i]
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            user_values[i] = value.timestamp()
+    return (layout.signature, tuple(values), tuple(user_values))
 
 
-def unpack(entry: Any) -> tuple[UserSession, AbstractBaseUser] | None:
+def unpack(entry: Any, digest: str | None = None) -> tuple[UserSession, AbstractBaseUser] | None:
     """Return ``(session, user)`` rebuilt from an entry, or None when it is not a valid entry.
 
-    Anything else found under our keys (a tombstone, an entry of another version or user
-    model, an object pickled by nilva-session 0.1.x) is refused.
+    ``digest`` is the token digest the entry was looked up by, for an entry that leaves it out
+    (without it, such a session's ``key`` is left deferred). Anything else found under our keys
+    (a tombstone, an entry of another version or user model, an object pickled by
+    nilva-session 0.1.x) is refused.
     """
     from .models import UserSession
 
-    names, signature = _layout()
-    if not (isinstance(entry, tuple) and len(entry) == 3 and entry[0] == signature):
+    layout = _layout()
+    if not (isinstance(entry, tuple) and len(entry) == 3 and entry[0] == layout.signature):
         return None
     _, session_values, user_values = entry
-    if len(session_values) != len(SESSION_FIELDS) or len(user_values) != len(names):
+    if len(session_values) != len(SESSION_FIELDS) or len(user_values) != len(layout.names):
         return None
     fields = dict(zip(SESSION_FIELDS, session_values))
     for name in _TIMESTAMPS:
         fields[name] = _unstamp(fields[name])
     fields["id"] = uuid.UUID(bytes=fields["id"])
-    fields["key"] = fields["key"].hex()
-    user_model = get_user_model()
-    user = user_model.from_db(router.db_for_read(user_model), list(names), list(user_values))
+    session_names = layout.session_names
+    if fields["key"] is not None:
+        fields["key"] = fields["key"].hex()
+    elif digest is not None:
+        fields["key"] = digest
+    else:
+        session_names = layout.keyless_names
+    if layout.stamped:
+        user_values = list(user_values)
+        for i in layout.stamped:
+            if type(user_values[i]) is float:
+                user_values[i] = _unstamp(user_values[i])
+    user_model = layout.user_model
+    user = user_model.from_db(router.db_for_read(user_model), layout.names, user_values)
     fields["is_active"] = True
-    # from_db takes values in the model's field order, leaving the others deferred.
-    names_in_order = [f.attname for f in UserSession._meta.concrete_fields if f.attname in fields]
     session = UserSession.from_db(
-        router.db_for_read(UserSession), names_in_order, [fields[n] for n in names_in_order]
+        router.db_for_read(UserSession), session_names, [fields[n] for n in session_names]
     )
     session.user = user
     return session, user
@@ -273,7 +371,9 @@ def fill(entry_key: str, session: UserSession, user: AbstractBaseUser, now: date
     timeout = session_settings.seconds("SESSION_CACHE_TTL")
     if session.expire_at is not None:
         timeout = min(timeout, max(1, int((session.expire_at - now).total_seconds())))
-    safely("add", False, get_cache().add, entry_key, pack(session, user), timeout)
+    # Filed under the token's digest, the entry need not repeat it (see ``unpack``).
+    entry = pack(session, user, with_key=entry_key != token_key(session.key))
+    safely("add", False, get_cache().add, entry_key, entry, timeout)
 
 
 def mark_activity(entry_key: str, ip: str | None, *, replace: bool) -> bool:

@@ -182,7 +182,7 @@ def _authenticate(
     ip = clients.client_ip(request) if request is not None else None
     failures_key = guessing.counter_key(ip, now) if guard_guessing else None
     entry, marker, failures = cache.read(entry_key, failures_key)
-    found = cache.unpack(entry) if entry is not None else None
+    found = cache.unpack(entry, lookup.get("key")) if entry is not None else None
     if entry is not None and found is None and entry != cache.TOMBSTONE:
         cache.bar([entry_key])  # not ours (another version, 0.1.x): let it lapse quickly
     if found is not None and session_settings.SLIDING_EXPIRY and found[0].is_expired(now):
