@@ -19,8 +19,8 @@ MATRIX = [
     nox.param("3.12", "6.0", "newest", id="py3.12-django6.0"),
     nox.param("3.13", "6.1", "newest", id="py3.13-django6.1"),
 ]
-# The real-browser suite runs once, in the main pass of .ci/run, not in every row.
-MAIN_PASS_ONLY = ["--ignore=tests/test_browser.py"]
+# The real-browser and wheel-install suites run once, in the main pass of .ci/run, not in every row.
+MAIN_PASS_ONLY = ["--ignore=tests/test_browser.py", "--ignore=tests/test_packaging.py"]
 
 
 @nox.session

@@ -8,6 +8,7 @@ Redis database may hold other data.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -46,12 +47,10 @@ def create_database() -> None:
 
 
 def teardown() -> None:
-    try:
+    with contextlib.suppress(Exception):  # Django never set up
         from django.db import connections
 
         connections.close_all()
-    except Exception:  # Django never set up
-        pass
     found = _pg_admin()
     if found is not None:
         admin, name = found

@@ -12,7 +12,7 @@ import os
 from datetime import timedelta
 from urllib.parse import unquote, urlparse
 
-SECRET_KEY = "benchmarks-only-not-secret-but-long-enough-for-hs256-keys"
+SECRET_KEY = "benchmarks-only-not-secret-but-long-enough-for-hs256-keys"  # noqa: S105
 DEBUG = False
 USE_TZ = True
 TIME_ZONE = "UTC"
@@ -53,7 +53,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": os.environ.get("BENCH_SQLITE_PATH", "/tmp/nilva-bench.sqlite3"),
+            "NAME": os.environ.get("BENCH_SQLITE_PATH", "/tmp/nilva-bench.sqlite3"),  # noqa: S108
             "CONN_MAX_AGE": None,
         }
     }

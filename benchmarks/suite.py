@@ -8,6 +8,7 @@ size. ``--profile SCHEME`` profiles that scheme's requests instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -15,7 +16,6 @@ import pickle
 import platform
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -32,7 +32,8 @@ SCHEME_LABELS = {
     "knox": "knox TokenAuthentication",
     "simplejwt": "simplejwt JWTAuthentication",
     "simplejwt_stateless": "simplejwt JWTStatelessUserAuthentication",
-    "cache_get": "bare cache.get of one small entry (no request)",
+    "cache_get_in_view": "reference: no authentication, the view does one cache.get",
+    "cache_get": "bare cache.get of one small entry (alone, no request)",
     "redis_py_get": "reference: GET through one reused redis-py client (no request)",
 }
 
@@ -65,10 +66,8 @@ def versions() -> dict[str, str]:
         "ua-parser",
         "ua-parser-rs",
     ):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             found[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
     return found
 
 
@@ -130,10 +129,10 @@ def measure(config: str, args: argparse.Namespace) -> dict[str, Any]:
     from rest_framework_simplejwt.tokens import AccessToken
 
     from benchmarks.harness import CLIENT_IP, DESKTOP_UA, CacheCounter, Handler, summary
+    from benchmarks.urls import SMALL_KEY
     from nilva_session import cache as session_cache
-    from nilva_session import clients, sessions
+    from nilva_session import sessions
     from nilva_session.jwt import access_token_for_session, refresh_token_for_session
-    from nilva_session.models import UserSession
     from nilva_session.utils import hash_data
 
     log("migrating")
@@ -151,7 +150,9 @@ def measure(config: str, args: argparse.Namespace) -> dict[str, Any]:
     warm_session, warm_token = sessions.open_session(user, Client())
     _cold_session, cold_token = sessions.open_session(user, Client())
     jwt_session, _ = sessions.open_session(user, Client())
-    ours_access = access_token_for_session(refresh_token_for_session(jwt_session, user), jwt_session)
+    ours_access = access_token_for_session(
+        refresh_token_for_session(jwt_session, user), jwt_session
+    )
     drf_key = Token.objects.create(user=user).key
     _knox_row, knox_token = AuthToken.objects.create(user)
     simple_access = AccessToken.for_user(user)
@@ -168,6 +169,7 @@ def measure(config: str, args: argparse.Namespace) -> dict[str, Any]:
         "simplejwt_stateless": handler.environ(
             "/simplejwt/stateless/", authorization=f"Bearer {simple_access}"
         ),
+        "cache_get_in_view": handler.environ("/floor/cache-get/"),
     }
 
     def request_once(template: dict[str, Any]) -> Callable[[], int]:
@@ -179,7 +181,7 @@ def measure(config: str, args: argparse.Namespace) -> dict[str, Any]:
 
         return once
 
-    small_key = f"bench:small:{uuid.uuid4().hex}"
+    small_key = SMALL_KEY
     backend.set(small_key, "x" * 100, 3600)
 
     def cache_get() -> int:
@@ -246,13 +248,20 @@ def measure(config: str, args: argparse.Namespace) -> dict[str, Any]:
         stats = summary(scheme.samples)
         if scheme.request:
             stats["overhead_us"] = stats["median_us"] - base
-        requests[scheme.name] = {"label": SCHEME_LABELS[scheme.name], **stats, **counts[scheme.name]}
+        requests[scheme.name] = {
+            "label": SCHEME_LABELS[scheme.name],
+            **stats,
+            **counts[scheme.name],
+        }
 
     # ---- login --------------------------------------------------------------------------------
     log("login")
     login_body = json.dumps({"username": "bench", "password": "bench-password"}).encode()
     login = {}
-    for name, path in (("login_token", "/api/sessions/login/"), ("login_jwt", "/api/sessions/token/")):
+    for name, path in (
+        ("login_token", "/api/sessions/login/"),
+        ("login_jwt", "/api/sessions/token/"),
+    ):
         template = handler.environ(path, method="POST", body=login_body)
         once = request_once(template)
         once()
@@ -341,7 +350,10 @@ def measure_listing(handler, request_once, count, summary, run_rounds, client_cl
             result[scheme.name]["per_session_us"] = stats["per_session_us"]
             result[scheme.name]["sessions"] = n
     a2, a20, a200 = (result[f"active_{n}"]["median_us"] for n in (2, 20, 200))
-    result["marginal_us_per_session"] = {"2_to_20": (a20 - a2) / 18, "20_to_200": (a200 - a20) / 180}
+    result["marginal_us_per_session"] = {
+        "2_to_20": (a20 - a2) / 18,
+        "20_to_200": (a200 - a20) / 180,
+    }
     return result
 
 

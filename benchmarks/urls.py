@@ -1,5 +1,6 @@
 """One tiny DRF view, mounted once per authentication scheme, plus nilva-session's own API."""
 
+from django.core.cache import caches
 from django.urls import include, path
 from knox.auth import TokenAuthentication as KnoxTokenAuthentication
 from rest_framework.authentication import TokenAuthentication
@@ -24,6 +25,20 @@ class Hello(APIView):
         return Response({"ok": True})
 
 
+SMALL_KEY = "bench:small"
+
+
+class CacheGet(APIView):
+    """The baseline view plus one ``cache.get``: what one cache read costs inside a request."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def get(self, request):
+        caches["default"].get(SMALL_KEY)
+        return Response({"ok": True})
+
+
 def protected(*authentication_classes):
     return Hello.as_view(
         authentication_classes=list(authentication_classes), permission_classes=[IsAuthenticated]
@@ -38,5 +53,6 @@ urlpatterns = [
     path("knox/", protected(KnoxTokenAuthentication)),
     path("simplejwt/", protected(JWTAuthentication)),
     path("simplejwt/stateless/", protected(JWTStatelessUserAuthentication)),
+    path("floor/cache-get/", CacheGet.as_view()),
     path("api/sessions/", include("nilva_session.urls")),
 ]

@@ -73,7 +73,7 @@ class UserSessionAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("client"))
     def client(self, session: UserSession) -> str:
-        return clients.summarize_user_agent(session.user_agent)
+        return clients.summarize_user_agent(session.user_agent, translate=True)
 
     @admin.display(description=_("key digest"))
     def key_digest(self, session: UserSession) -> str:

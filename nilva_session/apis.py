@@ -43,17 +43,24 @@ def _first_message(errors: Any) -> tuple[str, str]:
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler, with validation errors folded into ``{"detail", "code", "errors"}``."""
+    """DRF's handler, so that every error is ``{"detail", "code"}``.
+
+    Validation errors also keep the per-field messages under ``errors``; DRF's and simplejwt's
+    own errors (404, 405, 415, 429, bad credentials) get their DRF code.
+    """
     response = drf_exception_handler(exc, context)
-    if response is None or not isinstance(exc, exceptions.ValidationError):
+    if response is None or not isinstance(exc, exceptions.APIException):
         return response
-    if isinstance(response.data, dict) and "detail" in response.data:
+    data, codes = response.data, exc.get_codes()
+    if isinstance(data, dict) and "detail" in data:
+        if "code" not in data:
+            _, code = _first_message(codes.get("detail") if isinstance(codes, dict) else codes)
+            response.data = {**data, "code": code}
         return response
-    field, message = _first_message(response.data)
-    codes = exc.get_codes()
+    field, message = _first_message(data)
     _, code = _first_message(codes)
     label = "" if field in ("", "non_field_errors") else f"{field}: "
-    response.data = {"detail": f"{label}{message}", "code": code, "errors": response.data}
+    response.data = {"detail": f"{label}{message}", "code": code, "errors": data}
     return response
 
 
@@ -146,16 +153,18 @@ class ListDestroyActiveSessionsApi(SessionAPIView):
     def delete(self, request: Request) -> Response:
         raw_ids = request.query_params.getlist("token_id")
         if len(raw_ids) > MAX_IDS_PER_DELETE:
-            raise exceptions.ValidationError(
-                {"detail": _("Too many token_id values (at most %d).") % MAX_IDS_PER_DELETE}
-            )
+            message = _("Too many token_id values (at most %(limit)d).")
+            raise exceptions.ValidationError({"detail": message % {"limit": MAX_IDS_PER_DELETE}})
         ids = []
         for raw in raw_ids:
             parsed = _parse_session_id(raw)
             if parsed is None:
                 shown = raw if len(raw) <= 40 else raw[:40] + "…"
                 raise exceptions.ValidationError(
-                    {"detail": _("token_id %r is not a valid UUID.") % shown, "code": "invalid"}
+                    {
+                        "detail": _("token_id “%(value)s” is not a valid UUID.") % {"value": shown},
+                        "code": "invalid",
+                    }
                 )
             ids.append(parsed)
         if ids:

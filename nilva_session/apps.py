@@ -1,3 +1,5 @@
+import importlib.util
+
 from django.apps import AppConfig
 from django.utils.translation import gettext_lazy as _
 
@@ -10,3 +12,8 @@ class NilvaSessionConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks, receivers  # noqa: F401  (registers checks and signal receivers)
+
+        # OpenAPI (the "openapi" extra): drf-spectacular finds its extensions by subclassing,
+        # so importing the module registers them. Without drf-spectacular, nothing happens.
+        if importlib.util.find_spec("drf_spectacular") is not None:
+            from . import openapi  # noqa: F401

@@ -32,6 +32,11 @@ def refused(error: sessions.SessionRefused) -> exceptions.AuthenticationFailed:
     return exceptions.AuthenticationFailed({"detail": error.message, "code": error.code})
 
 
+def invalid_header(message: Any) -> exceptions.AuthenticationFailed:
+    """Return the 401 for a malformed ``Authorization`` header, code ``invalid_header``."""
+    return exceptions.AuthenticationFailed({"detail": message, "code": "invalid_header"})
+
+
 class UserSessionDBTokenAuthentication(BaseAuthentication):
     """Opaque token bound to a ``UserSession``: ``Authorization: Token <token>``.
 
@@ -55,17 +60,17 @@ class UserSessionDBTokenAuthentication(BaseAuthentication):
         if not auth or auth[0].lower() != self.get_keyword().lower().encode():
             return None
         if len(auth) == 1:
-            raise exceptions.AuthenticationFailed(
+            raise invalid_header(
                 _("Invalid token header. No credentials provided.")
             )
         if len(auth) > 2:
-            raise exceptions.AuthenticationFailed(
+            raise invalid_header(
                 _("Invalid token header. Token string should not contain spaces.")
             )
         try:
             token = auth[1].decode()
         except UnicodeError:
-            raise exceptions.AuthenticationFailed(
+            raise invalid_header(
                 _("Invalid token header. Token string should not contain invalid characters.")
             ) from None
         return self.authenticate_credentials(token, request)

@@ -35,6 +35,7 @@ from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from django.core.signals import setting_changed
 from django.db import router, transaction
 from django.db.models import DateTimeField
+from django.db.models.base import DEFERRED
 
 from .conf import session_settings
 
@@ -215,7 +216,7 @@ def _get_many(backend: BaseCache) -> Callable[[list[str]], dict[str, Any]]:
     a test spy, a mock): then the replacement is called, as before.
     """
     state = backend.__dict__
-    reader = state.get(_READER)
+    reader: Any = state.get(_READER)
     if reader is None:
         reader = state[_READER] = _reused_client_get_many(backend) or False
     if reader and "get_many" not in state and type(backend).get_many is RedisCache.get_many:
@@ -236,7 +237,7 @@ def _reused_client_get_many(backend: BaseCache) -> Callable[[list[str]], dict[st
     if not isinstance(backend, RedisCache):
         return None
     try:
-        client = backend._cache
+        client: Any = backend._cache  # the private parts read below: Django 4.0 to 6.1
         if (
             type(client).get_many is not RedisCacheClient.get_many
             or type(client).get_client is not RedisCacheClient.get_client
@@ -254,7 +255,7 @@ def _reused_client_get_many(backend: BaseCache) -> Callable[[list[str]], dict[st
         if redis_client is None:
             redis_client = clients[pool] = new_client(connection_pool=pool)
         values = redis_client.mget([make_key(key) for key in keys])
-        return {key: loads(value) for key, value in zip(keys, values) if value is not None}
+        return {k: loads(v) for k, v in zip(keys, values, strict=False) if v is not None}
 
     return get_many
 
@@ -276,6 +277,15 @@ class _Layout(NamedTuple):
     keyless_names: tuple[str, ...]  # the same without ``key`` (left deferred)
 
 
+def _from_db(model: Any, names: tuple[str, ...], values: dict[str, Any]) -> Any:
+    """``model.from_db`` with one value per concrete field (DEFERRED where absent).
+
+    What ``from_db`` would build itself from ``names``; given in full, it skips that step.
+    """
+    row = [values.get(f.attname, DEFERRED) for f in model._meta.concrete_fields]
+    return model.from_db(router.db_for_read(model), names, row)
+
+
 @memoize
 def _user_layout(label: str) -> _Layout:
     from .models import UserSession
@@ -285,8 +295,8 @@ def _user_layout(label: str) -> _Layout:
     fields = [f for f in user_model._meta.concrete_fields if f.attname != "password"]
     names = tuple(f.attname for f in fields)
     stamped = tuple(i for i, f in enumerate(fields) if isinstance(f, DateTimeField))
-    # 31 bits: pickled in 5 bytes.
-    signature = zlib.crc32(repr((ENTRY_VERSION, label, names, SESSION_FIELDS)).encode()) & 0x7FFFFFFF
+    layout_repr = repr((ENTRY_VERSION, label, names, SESSION_FIELDS))
+    signature = zlib.crc32(layout_repr.encode()) & 0x7FFFFFFF  # 31 bits: 5 bytes pickled
     present = {*SESSION_FIELDS, "is_active"}
     # from_db takes values in the model's field order, leaving the others deferred.
     session_names = tuple(
@@ -340,7 +350,7 @@ def unpack(entry: Any, digest: str | None = None) -> tuple[UserSession, Abstract
     _, session_values, user_values = entry
     if len(session_values) != len(SESSION_FIELDS) or len(user_values) != len(layout.names):
         return None
-    fields = dict(zip(SESSION_FIELDS, session_values))
+    fields = dict(zip(SESSION_FIELDS, session_values, strict=True))
     for name in _TIMESTAMPS:
         fields[name] = _unstamp(fields[name])
     fields["id"] = uuid.UUID(bytes=fields["id"])
@@ -351,17 +361,15 @@ def unpack(entry: Any, digest: str | None = None) -> tuple[UserSession, Abstract
         fields["key"] = digest
     else:
         session_names = layout.keyless_names
-    if layout.stamped:
-        user_values = list(user_values)
-        for i in layout.stamped:
-            if type(user_values[i]) is float:
-                user_values[i] = _unstamp(user_values[i])
-    user_model = layout.user_model
-    user = user_model.from_db(router.db_for_read(user_model), layout.names, user_values)
+    columns = dict(zip(layout.names, user_values, strict=True))
+    for i in layout.stamped:
+        if type(user_values[i]) is float:
+            columns[layout.names[i]] = _unstamp(user_values[i])
+    user = _from_db(layout.user_model, layout.names, columns)
     fields["is_active"] = True
-    session = UserSession.from_db(
-        router.db_for_read(UserSession), session_names, [fields[n] for n in session_names]
-    )
+    if session_names is layout.keyless_names:
+        del fields["key"]
+    session = _from_db(UserSession, session_names, fields)
     session.user = user
     return session, user
 

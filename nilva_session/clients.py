@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 from django.http import HttpRequest
+from django.utils.translation import gettext
 from ua_parser import parse
 
 from .conf import session_settings
@@ -32,6 +33,12 @@ def parse_ip(raw: object) -> IPAddress | None:
     """
     if not isinstance(raw, str) or not raw or len(raw) > 64:
         return None
+    return _parse_ip(raw)
+
+
+@lru_cache(maxsize=4096)
+def _parse_ip(raw: str) -> IPAddress | None:
+    # Memoised: every authenticated request parses REMOTE_ADDR (addresses are immutable).
     try:
         address = ipaddress.ip_address(raw.strip())
     except ValueError:
@@ -91,7 +98,8 @@ def user_agent(request: HttpRequest) -> str:
     if not isinstance(value, str):
         return ""
     # Drop characters PostgreSQL text cannot hold (NUL) and other control characters.
-    value = "".join(ch for ch in value if ch.isprintable())
+    if not value.isprintable():
+        value = "".join(ch for ch in value if ch.isprintable())
     return value[: session_settings.MAX_USER_AGENT_LENGTH]
 
 
@@ -130,11 +138,18 @@ def describe_user_agent(user_agent_string: str) -> dict[str, Any]:
     return dict(_describe(user_agent_string or ""))
 
 
-def summarize_user_agent(user_agent_string: str) -> str:
-    """Return a short human summary such as ``"Chrome 120 on Windows (Other)"``."""
+def summarize_user_agent(user_agent_string: str, translate: bool = False) -> str:
+    """Return a short human summary such as ``"Chrome 120 on Windows (Other)"``.
+
+    English by default (it is stored and logged); ``translate=True`` for what a person reads
+    in the active language (the admin).
+    """
     data = _describe(user_agent_string or "")
     browser = " ".join(p for p in (data["browser"], data["browser_version"].split(".")[0]) if p)
-    return f"{browser} on {data['os']} ({data['device_family']})"
+    parts = {"browser": browser, "os": data["os"], "device": data["device_family"]}
+    if translate:
+        return gettext("%(browser)s on %(os)s (%(device)s)") % parts
+    return "{browser} on {os} ({device})".format(**parts)
 
 
 def same_family(stored: str, current: str) -> bool:

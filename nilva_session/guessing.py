@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from django.utils.translation import gettext_lazy as _
@@ -34,8 +35,11 @@ class GuessingThrottled(Exception):
 
 def _rate() -> tuple[int, int] | None:
     rate = session_settings.INVALID_TOKEN_THROTTLE_RATE
-    if rate is None:
-        return None
+    return None if rate is None else _parse_rate(rate)
+
+
+@lru_cache(maxsize=8)
+def _parse_rate(rate: str) -> tuple[int, int] | None:
     num, period = SimpleRateThrottle.parse_rate(None, rate)  # type: ignore[arg-type]
     return (num, period) if num and period else None
 

@@ -61,20 +61,25 @@ class UserSessionQuerySet(models.QuerySet):
 
 
 class UserSession(models.Model):
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(_("ID"), primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sessions"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="sessions",
+        verbose_name=_("user"),
     )
     key = models.CharField(_("key"), max_length=64, unique=True, default=new_key_digest)
     expire_at = models.DateTimeField(
         _("expire at"), null=True, blank=True, default=token_expire_at_generator
     )
-    is_active = models.BooleanField(default=True)
-    last_online = models.DateTimeField(auto_now=True)
-    last_ip = models.GenericIPAddressField(unpack_ipv4=True, null=True, blank=True)
-    user_agent = models.TextField(blank=True, default="")
-    detail = models.TextField(null=True, blank=True)  # noqa: DJ001 (0.1.x schema)
-    created_at = models.DateTimeField(auto_now_add=True)
+    is_active = models.BooleanField(_("active"), default=True)
+    last_online = models.DateTimeField(_("last online"), auto_now=True)
+    last_ip = models.GenericIPAddressField(
+        _("last IP address"), unpack_ipv4=True, null=True, blank=True
+    )
+    user_agent = models.TextField(_("user agent"), blank=True, default="")
+    detail = models.TextField(_("detail"), null=True, blank=True)  # noqa: DJ001 (0.1.x schema)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     authenticated_at = models.DateTimeField(
         _("authenticated at"),
         null=True,

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.http import HttpRequest
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from . import cache, clients, guessing
 from .models import EndReason, UserSession, UserSessionQuerySet
@@ -51,7 +52,9 @@ class SessionRefused(Exception):
         self.code = code
 
 
-INVALID_TOKEN = (_("Invalid token."), "invalid_token")
+# A context of its own: DRF's catalogues share the msgid, and DRF's Persian one (which wins when
+# rest_framework is listed first) says "invalid token header".
+INVALID_TOKEN = (pgettext_lazy("nilva_session", "Invalid token."), "invalid_token")
 SESSION_ENDED = (_("This session has ended. Please sign in again."), "session_ended")
 SESSION_EXPIRED = (_("This session has expired. Please sign in again."), "session_expired")
 USER_INACTIVE = (_("User inactive or deleted."), "user_inactive")
@@ -332,7 +335,8 @@ def _end(sessions: UserSessionQuerySet, reason: str, detail: str | None) -> list
     cache.bar_sessions((session_id, digest) for session_id, digest, _ in rows)
     now = timezone.now()
     if detail is None:
-        detail = str(EndReason(reason).label) if reason in EndReason.values else reason
+        with translation.override(None):  # stored data: the English label, whatever the request
+            detail = str(EndReason(reason).label) if reason in EndReason.values else reason
     for start in range(0, len(rows), REVOKE_BATCH_SIZE):
         ids = [session_id for session_id, _, _ in rows[start : start + REVOKE_BATCH_SIZE]]
         UserSession.objects.filter(pk__in=ids, is_active=True).update(

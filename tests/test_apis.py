@@ -8,6 +8,7 @@ from datetime import timedelta
 from urllib.parse import quote, urlencode
 
 import pytest
+from django.test import override_settings
 from django.contrib.auth import user_logged_in, user_logged_out, user_login_failed
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -1031,11 +1032,27 @@ def test_exception_handler_keeps_an_error_that_already_has_a_detail():
     assert response.data == {"detail": "Already shaped.", "code": "shaped"}
 
 
-def test_exception_handler_leaves_other_api_errors_alone():
+def test_exception_handler_adds_the_code_to_other_api_errors():
     response = exception_handler(exceptions.NotFound(), {})
 
     assert response.status_code == 404
-    assert response.data == {"detail": "Not found."}
+    assert response.data == {"detail": "Not found.", "code": "not_found"}
+
+
+def test_exception_handler_keeps_a_code_that_is_already_there():
+    error = exceptions.AuthenticationFailed({"detail": "Nope.", "code": "session_ended"})
+
+    assert exception_handler(error, {}).data == {"detail": "Nope.", "code": "session_ended"}
+
+
+def test_throttled_errors_carry_a_code(user, api_client):
+    with override_settings(NILVA_SESSION={"LOGIN_THROTTLE_RATE": "1/min"}):
+        api_client.post("/api/sessions/login/", {"username": "x", "password": "y"}, format="json")
+        response = api_client.post(
+            "/api/sessions/login/", {"username": "x", "password": "y"}, format="json"
+        )
+    assert response.status_code == 429
+    assert response.json()["code"] == "throttled"
 
 
 def test_exception_handler_returns_none_for_non_api_errors():

@@ -4,6 +4,7 @@
 ``REDIS_URL=redis://127.0.0.1:6379/0`` to Redis (Django's RedisCache).
 """
 
+import importlib.util
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -96,6 +97,8 @@ REST_FRAMEWORK = {
         "nilva_session.backends.UserSessionDBJwtAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Every error as {"detail", "code"} in the project's own views too.
+    "EXCEPTION_HANDLER": "nilva_session.apis.exception_handler",
 }
 
 SIMPLE_JWT = {
@@ -107,6 +110,28 @@ NILVA_SESSION = {
     "EXPIRE_AT": timedelta(days=1),
     "LOGIN_THROTTLE_RATE": "10/min",
 }
+
+# OpenAPI (``pip install -e ".[openapi]"``): the schema at /api/schema/ and Swagger UI at
+# /api/docs/, its assets served from drf-spectacular-sidecar (no CDN). Without the extra the demo
+# runs as before, without these two URLs.
+if importlib.util.find_spec("drf_spectacular") is not None:
+    INSTALLED_APPS.append("drf_spectacular")
+    REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
+    SPECTACULAR_SETTINGS = {
+        "TITLE": "nilva-session demo",
+        "DESCRIPTION": (
+            "Revocable, per-device sessions. Sign in with `POST /api/sessions/login/` (the demo"
+            " user is printed by `./dev demo`), then **Authorize** with `Token <token>`; or sign"
+            " in with `POST /api/sessions/token/` and authorize with the access token."
+        ),
+        "VERSION": "1",
+        "SERVE_INCLUDE_SCHEMA": False,
+        "SWAGGER_UI_DIST": "SIDECAR",
+        "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+        "REDOC_DIST": "SIDECAR",
+    }
+    if importlib.util.find_spec("drf_spectacular_sidecar") is not None:
+        INSTALLED_APPS.append("drf_spectacular_sidecar")
 
 LOGGING = {
     "version": 1,

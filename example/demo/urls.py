@@ -1,3 +1,4 @@
+from django.apps import apps
 from django.contrib import admin
 from django.urls import include, path
 from rest_framework.response import Response
@@ -23,3 +24,33 @@ urlpatterns = [
     path("api/sessions/", include("nilva_session.urls")),
     path("api/whoami/", WhoAmI.as_view(), name="whoami"),
 ]
+
+# OpenAPI, when drf-spectacular is installed (demo/settings.py adds it): the schema and, with
+# drf-spectacular-sidecar, Swagger UI with its assets served from this server.
+if apps.is_installed("drf_spectacular"):
+    from drf_spectacular.utils import extend_schema, inline_serializer
+    from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+    from rest_framework import serializers
+
+    from nilva_session.openapi import AUTHENTICATED_ERRORS
+
+    extend_schema(
+        summary="The user and session behind the credential",
+        description="The demo's example of a protected view of your own.",
+        tags=["demo"],
+        responses={
+            200: inline_serializer(
+                "WhoAmI",
+                {
+                    "user": serializers.CharField(),
+                    "session_id": serializers.UUIDField(allow_null=True),
+                },
+            ),
+            **AUTHENTICATED_ERRORS,
+        },
+    )(WhoAmI)
+    urlpatterns.append(path("api/schema/", SpectacularAPIView.as_view(), name="schema"))
+    if apps.is_installed("drf_spectacular_sidecar"):
+        urlpatterns.append(
+            path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs")
+        )

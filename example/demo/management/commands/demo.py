@@ -1,5 +1,6 @@
 """``python example/manage.py demo``: migrate, create the demo user, print how to use it, serve."""
 
+from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
@@ -34,6 +35,11 @@ class Command(BaseCommand):
                     "nilva-session demo",
                     f"  Open:      {base}/   (sign in from two browsers, see both sessions)",
                     f"  API:       {base}/api/sessions/",
+                    *(
+                        [f"  API docs:  {base}/api/docs/   (schema: {base}/api/schema/)"]
+                        if apps.is_installed("drf_spectacular_sidecar")
+                        else []
+                    ),
                     f"  Admin:     {base}/admin/",
                     f"  User:      {DEMO_USERNAME}",
                     f"  Password:  {DEMO_PASSWORD}",

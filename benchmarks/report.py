@@ -1,0 +1,342 @@
+"""Tables and PASS/FAIL lines from the results of ``python -m benchmarks``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+ORDER = (
+    "baseline",
+    "ours_token_warm",
+    "ours_token_cold",
+    "ours_jwt_warm",
+    "drf_token",
+    "knox",
+    "simplejwt",
+    "simplejwt_stateless",
+    "cache_get_in_view",
+    "cache_get",
+    "redis_py_get",
+)
+CONFIG_TITLES = {
+    "embedded": "SQLite + LocMemCache (embedded default)",
+    "redis": "PostgreSQL + Redis, Django's RedisCache",
+    "django-redis": "PostgreSQL + Redis, django-redis",
+}
+TARGET_CONFIGS = ("redis", "django-redis")
+MARKER_START = "<!-- results:start (written by `bash benchmarks/run --write-docs`) -->"
+MARKER_END = "<!-- results:end -->"
+
+
+def _us(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}"
+
+
+def requests_table(result: dict[str, Any]) -> str:
+    rows = result["requests"]
+    floor = rows["cache_get"]["median_us"]
+    lines = [
+        "| scheme | median µs / request | overhead µs | overhead ÷ bare cache.get "
+        "| DB queries | cache reads | cache writes | cache round trips |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name in ORDER:
+        row = rows.get(name)
+        if row is None:
+            continue
+        overhead = row.get("overhead_us")
+        cache = row["cache"]
+        lines.append(
+            f"| {row['label']} | {_us(row['median_us'])} "
+            f"| {'' if overhead is None or name == 'baseline' else _us(overhead)} "
+            f"| {'' if overhead is None or name == 'baseline' else f'{overhead / floor:.2f}'} "
+            f"| {row['db_queries']} | {cache['reads']} | {cache['writes']} "
+            f"| {cache['round_trips']} |"
+        )
+    return "\n".join(lines)
+
+
+def other_table(result: dict[str, Any]) -> str:
+    lines = [
+        "| what | median µs | DB queries | cache reads / writes |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for name, row in result["login"].items():
+        label = {
+            "login_token": "login (`POST login/`)",
+            "login_jwt": "login (`POST token/`, JWT pair)",
+        }[name]
+        lines.append(
+            f"| {label} | {_us(row['median_us'])} | {row['db_queries']} "
+            f"| {row['cache']['reads']} / {row['cache']['writes']} |"
+        )
+    listing = result["listing"]
+    for n in (2, 20, 200):
+        row = listing[f"active_{n}"]
+        lines.append(
+            f"| `GET active/`, {n} sessions ({_us(row['per_session_us'])} µs per listed session, "
+            f"{row['ua_parses']} user-agent parses) | {_us(row['median_us'])} "
+            f"| {row['db_queries']} "
+            f"| {row['cache']['reads']} / {row['cache']['writes']} |"
+        )
+    marginal = listing["marginal_us_per_session"]
+    entry = result["entry"]
+    stored = f", {entry['stored_bytes']} bytes in Redis" if "stored_bytes" in entry else ""
+    lines.append("")
+    lines.append(
+        f"Each further listed session costs {_us(marginal['2_to_20'])} µs (2→20) and "
+        f"{_us(marginal['20_to_200'])} µs (20→200). The cached entry of a session is "
+        f"{entry['pickled_bytes']} bytes pickled{stored} (user agent of "
+        f"{entry['user_agent_chars']} characters included)."
+    )
+    return "\n".join(lines)
+
+
+def _verdict(verdicts: list, config: str, name: str, ok: bool, detail: str) -> str:
+    status = "PASS" if ok else "FAIL"
+    verdicts.append({"config": config, "target": name, "status": status, "detail": detail})
+    return f"{status}  [{config}] {name}: {detail}"
+
+
+def targets(config: str, result: dict[str, Any], verdicts: list) -> list[str]:
+    r = result["requests"]
+    over = {name: row.get("overhead_us") for name, row in r.items()}
+    get = r["cache_get"]["median_us"]
+    in_view = over["cache_get_in_view"]
+    warm, jwt, cold = r["ours_token_warm"], r["ours_jwt_warm"], r["ours_token_cold"]
+    lines = [
+        _verdict(
+            verdicts,
+            config,
+            "opaque warm ≤ 0.35 x DRF TokenAuthentication overhead",
+            over["ours_token_warm"] <= 0.35 * over["drf_token"],
+            f"{_us(over['ours_token_warm'])} µs vs {_us(0.35 * over['drf_token'])} µs "
+            f"(ratio {over['ours_token_warm'] / over['drf_token']:.2f})",
+        ),
+        _verdict(
+            verdicts,
+            config,
+            "opaque warm ≤ 0.25 x knox overhead",
+            over["ours_token_warm"] <= 0.25 * over["knox"],
+            f"{_us(over['ours_token_warm'])} µs vs {_us(0.25 * over['knox'])} µs "
+            f"(ratio {over['ours_token_warm'] / over['knox']:.2f})",
+        ),
+        _verdict(
+            verdicts,
+            config,
+            "opaque warm ≤ 1.5 x one bare cache.get",
+            over["ours_token_warm"] <= 1.5 * get,
+            f"{_us(over['ours_token_warm'])} µs vs {_us(1.5 * get)} µs "
+            f"(ratio {over['ours_token_warm'] / get:.2f})",
+        ),
+        _verdict(
+            verdicts,
+            config,
+            "(same, against one cache.get made inside a request) opaque warm ≤ 1.5 x",
+            over["ours_token_warm"] <= 1.5 * over["cache_get_in_view"],
+            f"{_us(over['ours_token_warm'])} µs vs {_us(1.5 * over['cache_get_in_view'])} µs "
+            f"(ratio {over['ours_token_warm'] / over['cache_get_in_view']:.2f})",
+        ),
+        _verdict(
+            verdicts,
+            config,
+            "opaque warm: 0 DB queries, 1 cache round trip, 0 cache writes",
+            warm["db_queries"] == 0
+            and warm["cache"]["round_trips"] == 1
+            and warm["cache"]["writes"] == 0,
+            f"{warm['db_queries']} queries, {warm['cache']['round_trips']} round trip(s) "
+            f"{warm['cache']['commands']}, {warm['cache']['writes']} writes",
+        ),
+        _verdict(
+            verdicts,
+            config,
+            "JWT warm ≤ simplejwt stateless overhead + 1.5 x bare cache.get",
+            over["ours_jwt_warm"] <= over["simplejwt_stateless"] + 1.5 * get,
+            f"{_us(over['ours_jwt_warm'])} µs vs {_us(over['simplejwt_stateless'] + 1.5 * get)} µs "
+            f"(beyond stateless: {(over['ours_jwt_warm'] - over['simplejwt_stateless']) / get:.2f} "
+            "x cache.get)",
+        ),
+        _verdict(
+            verdicts,
+            config,
+            "(same, against one cache.get made inside a request) JWT warm ≤ stateless + 1.5 x",
+            over["ours_jwt_warm"] <= over["simplejwt_stateless"] + 1.5 * over["cache_get_in_view"],
+            f"{_us(over['ours_jwt_warm'])} µs vs "
+            f"{_us(over['simplejwt_stateless'] + 1.5 * over['cache_get_in_view'])} µs "
+            f"(beyond stateless: "
+            f"{(over['ours_jwt_warm'] - over['simplejwt_stateless']) / in_view:.2f}"
+            " x that cache.get)",
+        ),
+        _verdict(
+            verdicts,
+            config,
+            "JWT warm: 0 DB queries",
+            jwt["db_queries"] == 0,
+            f"{jwt['db_queries']} queries, {jwt['cache']['round_trips']} round trip(s)",
+        ),
+        _verdict(
+            verdicts,
+            config,
+            "opaque cold: 1 DB query, 1 cache write",
+            cold["db_queries"] == 1 and cold["cache"]["writes"] == 1,
+            f"{cold['db_queries']} queries, {cold['cache']['writes']} writes "
+            f"{cold['cache']['commands']}",
+        ),
+    ]
+    for name, row in result["login"].items():
+        lines.append(
+            _verdict(
+                verdicts,
+                config,
+                f"{name.replace('_', ' ')}: ≤ 3 DB queries",
+                row["db_queries"] <= 3,
+                f"{row['db_queries']} queries",
+            )
+        )
+    listing = result["listing"]
+    q = {n: listing[f"active_{n}"]["db_queries"] for n in (2, 20, 200)}
+    lines.append(
+        _verdict(
+            verdicts,
+            config,
+            "GET active/: same queries at 200 sessions as at 2 (≤ 3)",
+            q[200] == q[2] <= 3,
+            f"{q[2]} / {q[20]} / {q[200]} queries at 2 / 20 / 200 sessions",
+        )
+    )
+    marginal = listing["marginal_us_per_session"]
+    parses = sum(listing[f"active_{n}"]["ua_parses"] for n in (2, 20, 200))
+    lines.append(
+        _verdict(
+            verdicts,
+            config,
+            "GET active/: user agents parsed once, time per listed session flat",
+            parses == 0 and marginal["20_to_200"] <= 1.5 * marginal["2_to_20"],
+            f"{parses} parses on a repeated listing; µs per listed session "
+            + " / ".join(_us(listing[f"active_{n}"]["per_session_us"]) for n in (2, 20, 200))
+            + f" at 2 / 20 / 200; each further one {_us(marginal['2_to_20'])} µs (2→20), "
+            f"{_us(marginal['20_to_200'])} µs (20→200)",
+        )
+    )
+    size = result["entry"]["pickled_bytes"]
+    lines.append(
+        _verdict(verdicts, config, "cached entry ≤ 300 bytes", size <= 300, f"{size} bytes pickled")
+    )
+    return lines
+
+
+def scale_section(scale: dict[str, Any], verdicts: list) -> tuple[str, list[str]]:
+    small, large, cleanup = scale["small"], scale["large"], scale["cleanup"]
+    table = "\n".join(
+        [
+            "| | at " + f"{small['rows']:,} rows | at {large['rows']:,} rows | ratio |",
+            "| --- | ---: | ---: | ---: |",
+            f"| cold-path authentication, µs / request | {_us(small['cold_us'])} "
+            f"| {_us(large['cold_us'])} | {large['cold_us'] / small['cold_us']:.2f} |",
+            f"| `GET active/` (2 sessions), µs / request | {_us(small['active_us'])} "
+            f"| {_us(large['active_us'])} | {large['active_us'] / small['active_us']:.2f} |",
+            "",
+            f"Bulk load of {scale['loaded_rows']:,} rows: {scale['load_seconds']:.1f} s. "
+            f"`manage.py nilva_session_cleanup` deleted {cleanup['deleted']:,} expired rows in "
+            f"{cleanup['batches']} batches of {cleanup['batch_size']:,}: "
+            f"{cleanup['total_seconds']:.1f} s "
+            f"in all; longest DELETE {cleanup['longest_ms']:.0f} ms, longest batch including its "
+            f"SELECT of ids {cleanup['longest_batch_ms']:.0f} ms.",
+        ]
+    )
+    lines = [
+        _verdict(
+            verdicts,
+            "scale",
+            "cold-path authentication at 1M rows ≤ 1.5 x at 1k rows",
+            large["cold_us"] <= 1.5 * small["cold_us"],
+            f"{_us(large['cold_us'])} µs vs {_us(small['cold_us'])} µs",
+        ),
+        _verdict(
+            verdicts,
+            "scale",
+            "GET active/ unaffected by other users' rows (≤ 1.5 x)",
+            large["active_us"] <= 1.5 * small["active_us"],
+            f"{_us(large['active_us'])} µs vs {_us(small['active_us'])} µs",
+        ),
+        _verdict(
+            verdicts,
+            "scale",
+            "cleanup: longest single batch < 1 s",
+            cleanup["longest_batch_ms"] < 1000,
+            f"longest batch {cleanup['longest_batch_ms']:.0f} ms (DELETE alone "
+            f"{cleanup['longest_ms']:.0f} ms), {cleanup['deleted']:,} rows in "
+            f"{cleanup['total_seconds']:.1f} s",
+        ),
+    ]
+    return table, lines
+
+
+def environment(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    first = next(iter(results["configs"].values()), None) or results.get("scale", {})
+    versions = first.get("versions", {})
+    servers = sorted(
+        {
+            v
+            for r in [*results["configs"].values(), results.get("scale", {})]
+            for v in (r.get("database_version"), r.get("redis_version"))
+            if v
+        }
+    )
+    load = m.get("load_average_at_start")
+    end = m.get("load_average_at_end")
+    return "\n".join(
+        [
+            f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} memory, Linux {m['kernel']}"
+            + (f"; load average (1 min) {load[0]:.2f} at start" if load else "")
+            + (f", {end[0]:.2f} at the end" if end else ""),
+            "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
+            "- Servers: " + (", ".join(servers) or "none"),
+            f"- Date: {results['date']}, nilva-session revision {results['revision']}",
+            f"- Command: `{results['command'].strip()}`",
+        ]
+    )
+
+
+def render(results: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
+    verdicts: list[dict[str, str]] = []
+    parts = [environment(results), ""]
+    target_lines: list[str] = []
+    for config, result in results["configs"].items():
+        if "requests" not in result:
+            continue
+        parts += [
+            f"### {CONFIG_TITLES[config]}",
+            "",
+            f"Median of {result['rounds'] * result['batch']:,} requests per scheme "
+            f"({result['rounds']} interleaved rounds of {result['batch']}); overhead = median - "
+            f"the no-authentication baseline ({_us(result['baseline_us'])} µs).",
+            "",
+            requests_table(result),
+            "",
+            other_table(result),
+            "",
+        ]
+        if config in TARGET_CONFIGS:
+            target_lines += targets(config, result, verdicts)
+    if "scale" in results:
+        table, lines = scale_section(results["scale"], verdicts)
+        parts += ["### Scale: PostgreSQL with 1,000,000 session rows", "", table, ""]
+        target_lines += lines
+    if target_lines:
+        parts += ["### Targets", "", "```", *target_lines, "```", ""]
+    return "\n".join(parts), verdicts
+
+
+def write_docs(path: Path, results: dict[str, Any], text: str) -> None:
+    """Replace the generated block of docs/benchmarks.md (between the markers)."""
+    doc = path.read_text() if path.exists() else f"# Benchmarks\n\n{MARKER_START}\n{MARKER_END}\n"
+    block = f"{MARKER_START}\n\n{text.rstrip()}\n\n{MARKER_END}"
+    pattern = re.compile(re.escape(MARKER_START) + r".*?" + re.escape(MARKER_END), re.S)
+    if not pattern.search(doc):
+        doc = doc.rstrip() + "\n\n" + block + "\n"
+    else:
+        doc = pattern.sub(lambda _m: block, doc)
+    path.write_text(doc)
