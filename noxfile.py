@@ -34,14 +34,24 @@ def tests(session: nox.Session, django: str, deps: str) -> None:
     session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args)
 
 
+# The checkers' pinned versions live in pyproject.toml's `lint` extra.
+LINT_EXTRA = nox.project.load_toml("pyproject.toml")["project"]["optional-dependencies"]["lint"]
+RUFF = next(requirement for requirement in LINT_EXTRA if requirement.startswith("ruff"))
+
+
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
-    session.install("ruff>=0.6")
+    session.install(RUFF)
+    session.run("ruff", "--version")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
 
 @nox.session(python="3.11")
 def typecheck(session: nox.Session) -> None:
+    # The package with its dependencies (Django, DRF, simplejwt: simplejwt ships its own types),
+    # the stubs, and drf-spectacular for nilva_session/openapi.py. mypy's django plugin loads
+    # tests.settings, which needs nothing beyond those.
     session.install("-e", ".[lint]")
+    session.run("mypy", "--version")
     session.run("mypy", "nilva_session")

@@ -25,8 +25,6 @@ CONFIG_TITLES = {
     "django-redis": "PostgreSQL + Redis, django-redis",
 }
 TARGET_CONFIGS = ("redis", "django-redis")
-MARKER_START = "<!-- results:start (written by `bash benchmarks/run --write-docs`) -->"
-MARKER_END = "<!-- results:end -->"
 
 
 def _us(value: float) -> str:
@@ -295,7 +293,8 @@ def environment(results: dict[str, Any]) -> str:
             "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
             "- Servers: " + (", ".join(servers) or "none"),
             f"- Date: {results['date']}, nilva-session revision {results['revision']}",
-            f"- Command: `{results['command'].strip()}`",
+            f"- Command: `{results['command'].strip()}`"
+            + (" (one CPU-bound process spinning meanwhile)" if results.get("busy") else ""),
         ]
     )
 
@@ -326,15 +325,18 @@ def render(results: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
         parts += ["### Scale: PostgreSQL with 1,000,000 session rows", "", table, ""]
         target_lines += lines
     if target_lines:
-        parts += ["### Targets", "", "```", *target_lines, "```", ""]
+        parts += ["### PASS / FAIL", "", "```", *target_lines, "```", ""]
     return "\n".join(parts), verdicts
 
 
-def write_docs(path: Path, results: dict[str, Any], text: str) -> None:
-    """Replace the generated block of docs/benchmarks.md (between the markers)."""
-    doc = path.read_text() if path.exists() else f"# Benchmarks\n\n{MARKER_START}\n{MARKER_END}\n"
-    block = f"{MARKER_START}\n\n{text.rstrip()}\n\n{MARKER_END}"
-    pattern = re.compile(re.escape(MARKER_START) + r".*?" + re.escape(MARKER_END), re.S)
+def write_docs(path: Path, results: dict[str, Any], text: str, name: str = "results") -> None:
+    """Replace the generated block ``name`` of docs/benchmarks.md (between its markers)."""
+    flag = " --busy" if name.endswith("busy") else ""
+    start = f"<!-- {name}:start (written by `bash benchmarks/run{flag} --write-docs`) -->"
+    end = f"<!-- {name}:end -->"
+    doc = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"{start}\n\n{text.rstrip()}\n\n{end}"
+    pattern = re.compile(re.escape(f"<!-- {name}:start") + r".*?" + re.escape(end), re.S)
     if not pattern.search(doc):
         doc = doc.rstrip() + "\n\n" + block + "\n"
     else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
@@ -14,6 +14,11 @@ from django.utils.translation import ngettext
 
 from . import clients, sessions
 from .models import EndReason, UserSession
+
+if TYPE_CHECKING:
+    _UserSessionAdminBase = admin.ModelAdmin[UserSession]
+else:  # ModelAdmin is generic in django-stubs only: not subscriptable at runtime
+    _UserSessionAdminBase = admin.ModelAdmin
 
 
 class ExpiredFilter(admin.SimpleListFilter):
@@ -33,7 +38,7 @@ class ExpiredFilter(admin.SimpleListFilter):
 
 
 @admin.register(UserSession)
-class UserSessionAdmin(admin.ModelAdmin):
+class UserSessionAdmin(_UserSessionAdminBase):
     list_display = (
         "id",
         "user",
@@ -94,7 +99,7 @@ class UserSessionAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("End selected sessions"), permissions=["end"])
     def end_sessions(self, request: HttpRequest, queryset: QuerySet[UserSession]) -> None:
-        ended = sessions.revoke(queryset, EndReason.ADMIN)  # type: ignore[arg-type]
+        ended = sessions.revoke(queryset, EndReason.ADMIN)
         self.message_user(
             request,
             ngettext("Ended %d session.", "Ended %d sessions.", ended) % ended,

@@ -118,7 +118,9 @@ class LogoutApi(SessionAPIView):
 
     def post(self, request: Request) -> Response:
         sessions.revoke([_require_session(request)], EndReason.LOGOUT)
-        user_logged_out.send(sender=request.user.__class__, request=request._request, user=request.user)
+        user_logged_out.send(
+            sender=request.user.__class__, request=request._request, user=request.user
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -129,7 +131,9 @@ class LogoutAllApi(SessionAPIView):
 
     def post(self, request: Request) -> Response:
         sessions.revoke(_user_sessions(request), EndReason.LOGOUT_ALL)
-        user_logged_out.send(sender=request.user.__class__, request=request._request, user=request.user)
+        user_logged_out.send(
+            sender=request.user.__class__, request=request._request, user=request.user
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -170,7 +174,10 @@ class ListDestroyActiveSessionsApi(SessionAPIView):
         if ids:
             sessions.revoke(_user_sessions(request).filter(pk__in=ids), EndReason.REVOKED)
         else:
-            others = _user_sessions(request).exclude(pk=_current_session_id(request))
+            others = _user_sessions(request)
+            current_id = _current_session_id(request)
+            if current_id is not None:
+                others = others.exclude(pk=current_id)
             sessions.revoke(others, EndReason.REVOKED)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -236,7 +243,7 @@ class _JwtApi(SessionAPIView):
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
     serializer_class: Any = None
-    success_status = status.HTTP_200_OK
+    success_status: int = status.HTTP_200_OK
     www_authenticate_realm = "api"
 
     def get_authenticate_header(self, request: Request) -> str:

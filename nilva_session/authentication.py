@@ -60,13 +60,9 @@ class UserSessionDBTokenAuthentication(BaseAuthentication):
         if not auth or auth[0].lower() != self.get_keyword().lower().encode():
             return None
         if len(auth) == 1:
-            raise invalid_header(
-                _("Invalid token header. No credentials provided.")
-            )
+            raise invalid_header(_("Invalid token header. No credentials provided."))
         if len(auth) > 2:
-            raise invalid_header(
-                _("Invalid token header. Token string should not contain spaces.")
-            )
+            raise invalid_header(_("Invalid token header. Token string should not contain spaces."))
         try:
             token = auth[1].decode()
         except UnicodeError:
@@ -109,7 +105,11 @@ class UserSessionDBJwtAuthentication(JWTAuthentication):
     token; :func:`nilva_session.sessions.current_session` returns the session.
     """
 
-    def authenticate(self, request: Request) -> tuple[AbstractBaseUser, Token] | None:
+    # simplejwt annotates these with its AuthUser type variable (AbstractBaseUser or TokenUser,
+    # bound by nothing in the signature); ours always return a model user.
+    def authenticate(  # type: ignore[override]
+        self, request: Request
+    ) -> tuple[AbstractBaseUser, Token] | None:
         header = self.get_header(request)
         if header is None:
             return None
@@ -126,12 +126,15 @@ class UserSessionDBJwtAuthentication(JWTAuthentication):
         except UnicodeEncodeError:  # text beyond latin-1 (test clients, middleware): not a 500
             return str(request.META[jwt_settings.AUTH_HEADER_NAME]).encode("utf-8")
 
-    def get_user(self, validated_token: Token) -> AbstractBaseUser:
+    def get_user(self, validated_token: Token) -> AbstractBaseUser:  # type: ignore[override]
         """Return the user of the token's session, or raise ``AuthenticationFailed``."""
         session_id = validated_token.get(session_settings.SESSION_ID_CLAIM)
         if session_id is None:
             raise exceptions.AuthenticationFailed(
-                {"detail": _("Token contained no recognizable session id."), "code": "no_session_id"}
+                {
+                    "detail": _("Token contained no recognizable session id."),
+                    "code": "no_session_id",
+                }
             )
         try:
             user, _session = sessions.authenticate_session_id(

@@ -79,7 +79,8 @@ def token_key(digest: str) -> str:
 
 def session_key(session_id: uuid.UUID | str) -> str:
     """Return the cache key for a session looked up by id (the JWT path)."""
-    return f"{session_settings.SESSION_ID_CACHE_PREFIX}{uuid.UUID(str(session_id)).hex}"
+    parsed = session_id if isinstance(session_id, uuid.UUID) else uuid.UUID(str(session_id))
+    return f"{session_settings.SESSION_ID_CACHE_PREFIX}{parsed.hex}"
 
 
 def activity_key(entry_key: str) -> str:
@@ -275,14 +276,18 @@ class _Layout(NamedTuple):
     signature: int
     session_names: tuple[str, ...]  # UserSession.from_db names (model order): entry + is_active
     keyless_names: tuple[str, ...]  # the same without ``key`` (left deferred)
+    user_columns: tuple[str, ...]  # every concrete column of each model, in order
+    session_columns: tuple[str, ...]
 
 
-def _from_db(model: Any, names: tuple[str, ...], values: dict[str, Any]) -> Any:
-    """``model.from_db`` with one value per concrete field (DEFERRED where absent).
+def _from_db(
+    model: Any, columns: tuple[str, ...], names: tuple[str, ...], values: dict[str, Any]
+) -> Any:
+    """``model.from_db`` with one value per concrete column (DEFERRED where absent).
 
     What ``from_db`` would build itself from ``names``; given in full, it skips that step.
     """
-    row = [values.get(f.attname, DEFERRED) for f in model._meta.concrete_fields]
+    row = [values.get(column, DEFERRED) for column in columns]
     return model.from_db(router.db_for_read(model), names, row)
 
 
@@ -303,7 +308,16 @@ def _user_layout(label: str) -> _Layout:
         f.attname for f in UserSession._meta.concrete_fields if f.attname in present
     )
     keyless_names = tuple(name for name in session_names if name != "key")
-    return _Layout(user_model, names, stamped, signature, session_names, keyless_names)
+    return _Layout(
+        user_model,
+        names,
+        stamped,
+        signature,
+        session_names,
+        keyless_names,
+        tuple(f.attname for f in user_model._meta.concrete_fields),
+        tuple(f.attname for f in UserSession._meta.concrete_fields),
+    )
 
 
 def _layout() -> _Layout:
@@ -365,11 +379,11 @@ def unpack(entry: Any, digest: str | None = None) -> tuple[UserSession, Abstract
     for i in layout.stamped:
         if type(user_values[i]) is float:
             columns[layout.names[i]] = _unstamp(user_values[i])
-    user = _from_db(layout.user_model, layout.names, columns)
+    user = _from_db(layout.user_model, layout.user_columns, layout.names, columns)
     fields["is_active"] = True
     if session_names is layout.keyless_names:
         del fields["key"]
-    session = _from_db(UserSession, session_names, fields)
+    session = _from_db(UserSession, layout.session_columns, session_names, fields)
     session.user = user
     return session, user
 

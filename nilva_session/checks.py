@@ -102,6 +102,7 @@ def _is_rate(value: Any) -> bool:
     if value is None:
         return True
     try:
+        # parse_rate reads nothing from self (see guessing._parse_rate).
         num, period = SimpleRateThrottle.parse_rate(None, value)  # type: ignore[arg-type]
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         return False
@@ -249,7 +250,9 @@ def check_session_limit(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
     from .conf import SESSION_LIMIT_POLICIES
 
     limit, policy = _setting("MAX_SESSIONS_PER_USER"), _setting("SESSION_LIMIT_POLICY")
-    limit_ok = limit is None or (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0)
+    limit_ok = limit is None or (
+        isinstance(limit, int) and not isinstance(limit, bool) and limit > 0
+    )
     if limit_ok and policy in SESSION_LIMIT_POLICIES:
         return []
     return [
@@ -281,4 +284,3 @@ def check_trusted_proxies(app_configs: Any = None, **kwargs: Any) -> list[CheckM
     if count and networks and not problems:
         problems.append("set TRUSTED_PROXY_COUNT or TRUSTED_PROXIES, not both")
     return [Error(f"NILVA_SESSION: {problem}.", id="nilva_session.E013") for problem in problems]
-

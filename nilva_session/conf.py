@@ -124,12 +124,19 @@ class SessionSettings:
     def __getattr__(self, name: str) -> Any:
         if name not in DEFAULTS:
             raise AttributeError(f"Unknown nilva-session setting: {name!r}")
-        if self._merged is None:
-            self._merged = self._load()
-        return self._merged[name]
+        merged = self._merged
+        if merged is None:
+            merged = self._merged = self._load()
+        value = merged[name]
+        if self._merged is merged:  # not reloaded meanwhile
+            # Read per request: later reads find it on the instance (``reload`` forgets it).
+            self.__dict__[name] = value
+        return value
 
     def reload(self) -> None:
         self._merged = None
+        for name in DEFAULTS:
+            self.__dict__.pop(name, None)
 
     def seconds(self, name: str) -> int:
         """Return a duration setting as whole seconds (at least 1), for cache timeouts."""

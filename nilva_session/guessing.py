@@ -40,6 +40,7 @@ def _rate() -> tuple[int, int] | None:
 
 @lru_cache(maxsize=8)
 def _parse_rate(rate: str) -> tuple[int, int] | None:
+    # parse_rate reads nothing from self; a throttle instance would need a scope and a rate.
     num, period = SimpleRateThrottle.parse_rate(None, rate)  # type: ignore[arg-type]
     return (num, period) if num and period else None
 

@@ -8,7 +8,7 @@ look valid for longer than the session they belong to.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken, Token
@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 
     from .models import UserSession
 
+TokenT = TypeVar("TokenT", bound=Token)
 
-def cap_expiry(token: Token, session: UserSession) -> Token:
+
+def cap_expiry(token: TokenT, session: UserSession) -> TokenT:
     """Return ``token`` with ``exp`` no later than the session's ``expire_at``."""
     if session.expire_at is not None:
         token.payload["exp"] = min(int(token.payload["exp"]), int(session.expire_at.timestamp()))
@@ -32,7 +34,7 @@ def cap_expiry(token: Token, session: UserSession) -> Token:
 def bind_to_session(refresh: RefreshToken, session: UserSession) -> RefreshToken:
     """Put the session id in ``refresh`` (access tokens minted from it copy it) and cap it."""
     refresh[session_settings.SESSION_ID_CLAIM] = str(session.pk)
-    return cap_expiry(refresh, session)  # type: ignore[return-value]
+    return cap_expiry(refresh, session)
 
 
 def refresh_token_for_session(session: UserSession, user: AbstractBaseUser) -> RefreshToken:

@@ -34,7 +34,7 @@ class EndReason(models.TextChoices):
     IP_CHANGED = "ip_changed", _("Suspended: client IP changed")
 
 
-class UserSessionQuerySet(models.QuerySet):
+class UserSessionQuerySet(models.QuerySet["UserSession"]):
     def active(self, now: datetime | None = None) -> UserSessionQuerySet:
         """Return the sessions that are active and not expired."""
         now = now or timezone.now()
@@ -91,6 +91,8 @@ class UserSession(models.Model):
         _("end reason"), max_length=32, blank=True, default="", choices=EndReason.choices
     )
 
+    # Typed as the queryset so that its methods (active, for_user, revoke) are visible to type
+    # checkers without the django-stubs plugin too; as_manager() copies them onto the manager.
     objects: ClassVar[UserSessionQuerySet] = UserSessionQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:

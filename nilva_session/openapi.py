@@ -124,7 +124,7 @@ class SessionJwtScheme(OpenApiAuthenticationExtension):
 # --------------------------------------------------------------------------------------------
 
 
-class SessionErrorSerializer(serializers.Serializer):
+class SessionErrorSerializer(serializers.Serializer[Any]):
     """Every error: `detail` for people, `code` for programs, `errors` per field (400)."""
 
     detail = serializers.CharField(help_text="What went wrong, in words.")
@@ -140,7 +140,7 @@ class SessionErrorSerializer(serializers.Serializer):
     )
 
 
-class UserAgentDataSerializer(serializers.Serializer):
+class UserAgentDataSerializer(serializers.Serializer[Any]):
     """The session's user agent, parsed."""
 
     browser = serializers.CharField()
@@ -156,7 +156,7 @@ class UserAgentDataSerializer(serializers.Serializer):
     is_bot = serializers.BooleanField()
 
 
-class SessionTokenSerializer(serializers.Serializer):
+class SessionTokenSerializer(serializers.Serializer[Any]):
     """`POST login/`: the token (shown once) and the session it opened."""
 
     token = serializers.CharField(help_text="Send as `Authorization: Token <token>`.")
@@ -166,7 +166,7 @@ class SessionTokenSerializer(serializers.Serializer):
     )
 
 
-class SessionTokenPairSerializer(serializers.Serializer):
+class SessionTokenPairSerializer(serializers.Serializer[Any]):
     """`POST token/`: a simplejwt access/refresh pair bound to a new session."""
 
     access = serializers.CharField()
@@ -175,13 +175,13 @@ class SessionTokenPairSerializer(serializers.Serializer):
     expire_at = serializers.DateTimeField(allow_null=True)
 
 
-class RefreshTokenSerializer(serializers.Serializer):
+class RefreshTokenSerializer(serializers.Serializer[Any]):
     """A refresh token from `POST token/`."""
 
     refresh = serializers.CharField(max_length=4096)
 
 
-class RefreshedTokensSerializer(serializers.Serializer):
+class RefreshedTokensSerializer(serializers.Serializer[Any]):
     """`POST token/refresh/`: a new access token for the same session."""
 
     access = serializers.CharField()
@@ -190,7 +190,7 @@ class RefreshedTokensSerializer(serializers.Serializer):
     )
 
 
-class ReauthenticationSerializer(serializers.Serializer):
+class ReauthenticationSerializer(serializers.Serializer[Any]):
     """`POST reauthenticate/`: the session that just proved the password, and when."""
 
     session_id = serializers.UUIDField()

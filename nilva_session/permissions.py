@@ -35,10 +35,15 @@ class RecentlyAuthenticated(BasePermission):
     @classmethod
     def with_max_age(cls, max_age: timedelta) -> type[RecentlyAuthenticated]:
         """Return a subclass with its own ``max_age``."""
-        return type(f"RecentlyAuthenticatedWithin{int(max_age.total_seconds())}s", (cls,), {"max_age": max_age})
+        return type(
+            f"RecentlyAuthenticatedWithin{int(max_age.total_seconds())}s",
+            (cls,),
+            {"max_age": max_age},
+        )
 
     def get_max_age(self) -> timedelta:
-        return self.max_age or session_settings.REAUTHENTICATION_MAX_AGE  # type: ignore[no-any-return]
+        default: timedelta = session_settings.REAUTHENTICATION_MAX_AGE
+        return self.max_age or default
 
     def has_permission(self, request: Request, view: Any) -> bool:
         if not (request.user and request.user.is_authenticated):
@@ -47,6 +52,9 @@ class RecentlyAuthenticated(BasePermission):
         proved = session.authenticated_at if session is not None else None
         if proved is None or timezone.now() - proved > self.get_max_age():
             raise ReauthenticationRequired(
-                {"detail": ReauthenticationRequired.default_detail, "code": "reauthentication_required"}
+                {
+                    "detail": ReauthenticationRequired.default_detail,
+                    "code": "reauthentication_required",
+                }
             )
         return True

@@ -19,12 +19,13 @@ from .models import EndReason, UserSession
 
 # Saves that touch only these fields cannot change whether a session may authenticate.
 HARMLESS_FIELDS = frozenset({"last_login"})
-PASSWORD_ATTRIBUTE = "_nilva_session_password"
+PASSWORD_ATTRIBUTE = "_nilva_session_password"  # noqa: S105 (an attribute name, not a password)
 
 
 def _loaded_password(user: Any) -> str | None:
     # Read the instance dict: a deferred password (a user rebuilt from the cache) stays unloaded.
-    return user.__dict__.get("password")
+    password: str | None = user.__dict__.get("password")
+    return password
 
 
 def user_initialised(sender: Any, instance: Any, **kwargs: Any) -> None:
@@ -36,7 +37,9 @@ def user_saving(sender: Any, instance: Any, **kwargs: Any) -> None:
     if instance.pk is None or getattr(instance, PASSWORD_ATTRIBUTE, None) is not None:
         return
     if _loaded_password(instance) is not None:
-        stored = type(instance)._base_manager.filter(pk=instance.pk).values_list("password", flat=True)
+        stored = (
+            type(instance)._base_manager.filter(pk=instance.pk).values_list("password", flat=True)
+        )
         setattr(instance, PASSWORD_ATTRIBUTE, stored.first())
 
 
@@ -67,7 +70,9 @@ def _password_changed(instance: Any, update_fields: Any) -> bool:
     return not _rehashed(instance, update_fields, before)
 
 
-def user_saved(sender: Any, instance: Any, created: bool, update_fields: Any, **kwargs: Any) -> None:
+def user_saved(
+    sender: Any, instance: Any, created: bool, update_fields: Any, **kwargs: Any
+) -> None:
     changed = not created and _password_changed(instance, update_fields)
     setattr(instance, PASSWORD_ATTRIBUTE, _loaded_password(instance))
     if created or (update_fields is not None and set(update_fields) <= HARMLESS_FIELDS):

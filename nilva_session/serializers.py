@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib.auth import authenticate, user_logged_in
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -20,8 +20,11 @@ from .conf import session_settings
 from .jwt import access_token_for_session, bind_to_session, cap_expiry, owner_check
 from .models import EndReason, UserSession
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
 
-class SessionSerializer(serializers.ModelSerializer):
+
+class SessionSerializer(serializers.ModelSerializer[UserSession]):
     """One session as its user sees it. Never includes the key."""
 
     session_id = serializers.UUIDField(source="id", read_only=True)
@@ -48,7 +51,7 @@ class SessionSerializer(serializers.ModelSerializer):
 
     def get_fields(self) -> dict[str, Any]:
         fields = super().get_fields()
-        pk_field = UserSession._meta.get_field("user").target_field  # type: ignore[union-attr]
+        pk_field = UserSession._meta.get_field("user").target_field
         if pk_field.get_internal_type() not in ("AutoField", "BigAutoField", "IntegerField"):
             fields["user_id"] = serializers.CharField(read_only=True)
         return fields
@@ -63,11 +66,13 @@ def _open_session_response(request: Any, user: Any) -> tuple[UserSession, str]:
         session, token = sessions.open_session(user, request)
     except sessions.SessionLimitReached as error:
         raise exceptions.PermissionDenied({"detail": error.message, "code": error.code}) from None
-    user_logged_in.send(sender=user.__class__, request=getattr(request, "_request", request), user=user)
+    user_logged_in.send(
+        sender=user.__class__, request=getattr(request, "_request", request), user=user
+    )
     return session, token
 
 
-class LoginSerializer(serializers.Serializer):
+class LoginSerializer(serializers.Serializer[dict[str, Any]]):
     """``{username, password}`` checked by ``django.contrib.auth.authenticate``.
 
     ``validated_data`` after ``save()``: ``token`` (shown once), ``session_id``, ``expire_at``.
@@ -108,7 +113,7 @@ class LoginSerializer(serializers.Serializer):
         }
 
 
-class ReauthenticateSerializer(serializers.Serializer):
+class ReauthenticateSerializer(serializers.Serializer[UserSession]):
     """``{password}`` of the signed-in user; ``save()`` records it on the current session."""
 
     password = serializers.CharField(
@@ -129,10 +134,10 @@ class ReauthenticateSerializer(serializers.Serializer):
             self.fail("invalid_password")
         return attrs
 
-    def save(self, **kwargs: Any) -> UserSession:  # type: ignore[override]
-        session = self.context["session"]
+    def save(self, **kwargs: Any) -> UserSession:
+        session: UserSession = self.context["session"]
         sessions.confirm_authentication(session)
-        return session  # type: ignore[no-any-return]
+        return session
 
 
 class TokenSessionObtainPairSerializer(TokenObtainSerializer):
@@ -145,9 +150,11 @@ class TokenSessionObtainPairSerializer(TokenObtainSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         super().validate(attrs)
-        session, _token = _open_session_response(self.context.get("request"), self.user)
-        # get_token(), so claims added by a subclass (simplejwt's documented hook) are kept.
-        refresh = bind_to_session(self.get_token(self.user), session)  # type: ignore[arg-type,type-var]
+        user = cast("AbstractBaseUser", self.user)  # super().validate() refused a missing user
+        session, _token = _open_session_response(self.context.get("request"), user)
+        # get_token(), so claims added by a subclass (simplejwt's documented hook) are kept; it
+        # makes a token_class, a RefreshToken.
+        refresh = bind_to_session(cast(RefreshToken, self.get_token(user)), session)
         return {
             "access": str(access_token_for_session(refresh, session)),
             "refresh": str(refresh),
@@ -162,7 +169,7 @@ def _session_of(refresh: RefreshToken, request: Any) -> tuple[Any, UserSession]:
     """Return ``(user, session)`` named by a verified refresh token, or raise 401."""
     session_id = refresh.payload.get(session_settings.SESSION_ID_CLAIM)
     if session_id is None:
-        raise InvalidToken(_("Token contained no recognizable session id."))
+        raise InvalidToken(str(_("Token contained no recognizable session id.")))
     try:
         return sessions.authenticate_session_id(
             session_id, request, owner_check(refresh, sessions.check_user_agent)
@@ -173,12 +180,12 @@ def _session_of(refresh: RefreshToken, request: Any) -> tuple[Any, UserSession]:
 
 def _verified_refresh(raw: str) -> RefreshToken:
     try:
-        return RefreshToken(raw)  # type: ignore[arg-type]
+        return RefreshToken(raw)  # type: ignore[arg-type]  # simplejwt types the raw token as Token
     except TokenError as error:
         raise InvalidToken(error.args[0]) from None
 
 
-class TokenSessionRefreshSerializer(serializers.Serializer):
+class TokenSessionRefreshSerializer(serializers.Serializer[Any]):
     """simplejwt refresh that refuses tokens of ended, expired, suspended or missing sessions.
 
     Honours ``ROTATE_REFRESH_TOKENS`` and ``BLACKLIST_AFTER_ROTATION``; rotation keeps the
@@ -205,7 +212,7 @@ class TokenSessionRefreshSerializer(serializers.Serializer):
         return data
 
 
-class TokenSessionBlacklistSerializer(serializers.Serializer):
+class TokenSessionBlacklistSerializer(serializers.Serializer[None]):
     """Logout for JWT clients: ends the refresh token's own session and blacklists the token."""
 
     refresh = serializers.CharField(max_length=4096, write_only=True)
@@ -218,20 +225,23 @@ class TokenSessionBlacklistSerializer(serializers.Serializer):
         except ValueError:
             session_id = None
         if session_id is None:
-            raise InvalidToken(_("Token contained no recognizable session id."))
+            raise InvalidToken(str(_("Token contained no recognizable session id.")))
         attrs["refresh_token"], attrs["session_id"] = refresh, session_id
         return attrs
 
-    def save(self, **kwargs: Any) -> None:  # type: ignore[override]
+    def save(self, **kwargs: Any) -> None:
         refresh: RefreshToken = self.validated_data["refresh_token"]
         user_id = refresh.payload.get(jwt_settings.USER_ID_CLAIM)
         try:
             owned = UserSession.objects.filter(
-                pk=self.validated_data["session_id"], **{f"user__{jwt_settings.USER_ID_FIELD}": user_id}
+                pk=self.validated_data["session_id"],
+                **{f"user__{jwt_settings.USER_ID_FIELD}": user_id},
             )
             sessions.revoke(owned, EndReason.LOGOUT)
         except (ValueError, exceptions.ValidationError, DjangoValidationError):
             # A user id claim of the wrong type for USER_ID_FIELD.
-            raise InvalidToken(_("Token contained no recognizable user identification")) from None
+            raise InvalidToken(
+                str(_("Token contained no recognizable user identification"))
+            ) from None
         if hasattr(refresh, "blacklist"):
             refresh.blacklist()

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from contextlib import nullcontext
 from collections.abc import Callable, Iterable
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from contextlib import nullcontext
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import transaction
 from django.http import HttpRequest
@@ -21,9 +21,9 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
 from . import cache, clients, guessing
+from .conf import session_settings
 from .models import EndReason, UserSession, UserSessionQuerySet
 from .signals import session_created, session_revoked, session_suspended
-from .conf import session_settings
 from .utils import (
     hash_data,
     is_legacy_token,
@@ -132,7 +132,9 @@ def open_session(
     with transaction.atomic() if session_settings.MAX_SESSIONS_PER_USER else nullcontext():
         _make_room(user)
         session = UserSession.objects.create(
-            user=user,
+            # django-stubs types the FK as the User model of the settings mypy runs with;
+            # whatever AUTH_USER_MODEL is, the user is one of its instances.
+            user=cast(Any, user),
             key=hash_data(token),
             expire_at=_initial_expiry(now, expire_at),
             last_ip=clients.client_ip(request) if request is not None else None,
@@ -267,10 +269,9 @@ def check_user_agent(session: UserSession, request: Any) -> None:
         cache.bar_sessions([(session.pk, session.key)])
         session.user_agent = current
         return
-    detail = "User agent changed from {old} to {new}.".format(
-        old=clients.summarize_user_agent(session.user_agent),
-        new=clients.summarize_user_agent(current),
-    )
+    old = clients.summarize_user_agent(session.user_agent)
+    new = clients.summarize_user_agent(current)
+    detail = f"User agent changed from {old} to {new}."
     suspend(session, EndReason.USER_AGENT_CHANGED, detail, request)
     raise SessionRefused(*USER_AGENT_CHANGED)
 
@@ -286,7 +287,7 @@ def check_ip_binding(session: UserSession, ip: str | None, request: Any) -> None
 
 def _slid_expiry(session: UserSession, now: datetime) -> datetime | None:
     """Return the new ``expire_at`` under ``SLIDING_EXPIRY``, or None to leave it alone."""
-    lifetime = session_settings.EXPIRE_AT
+    lifetime: timedelta | None = session_settings.EXPIRE_AT
     if not session_settings.SLIDING_EXPIRY or lifetime is None:
         return None
     expiry = now + lifetime
@@ -376,7 +377,9 @@ def suspend(session: UserSession, reason: str, detail: str, request: Any = None)
         return False
     session.is_active, session.end_reason, session.detail = False, reason, detail
     session_suspended.send(sender=UserSession, session=session, reason=reason, request=request)
-    logger.warning("session suspended: session=%s user=%s reason=%s", session.pk, session.user_id, reason)
+    logger.warning(
+        "session suspended: session=%s user=%s reason=%s", session.pk, session.user_id, reason
+    )
     return True
 
 

@@ -28,12 +28,13 @@ class LoginThrottle(SimpleRateThrottle):
 
     scope = "nilva_session_login"
 
-    @property  # type: ignore[override]
-    def cache(self) -> BaseCache:
+    @property
+    def cache(self) -> BaseCache:  # type: ignore[override]  # DRF's is a class attribute
         return cache.get_cache()
 
     def get_rate(self) -> str | None:
-        return session_settings.LOGIN_THROTTLE_RATE  # type: ignore[no-any-return]
+        rate: str | None = session_settings.LOGIN_THROTTLE_RATE
+        return rate
 
     def allow_request(self, request: Request, view: APIView) -> bool:
         try:

@@ -12,7 +12,7 @@ import hashlib
 import secrets
 import string
 import zlib
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.utils import timezone
 
@@ -42,7 +42,8 @@ def _checksum(text: str) -> str:
 
 def token_generator() -> str:
     """Return a new raw token: prefix, random body, checksum."""
-    head = session_settings.TOKEN_PREFIX + random_token_generator(session_settings.TOKEN_SIZE)
+    prefix: str = session_settings.TOKEN_PREFIX
+    head = prefix + random_token_generator(session_settings.TOKEN_SIZE)
     return head + _checksum(head)
 
 
@@ -80,8 +81,11 @@ def new_key_digest() -> str:
 
 
 def token_expire_at_generator() -> datetime | None:
-    """Return the expiry of a session opened now (aware datetime), or None when ``EXPIRE_AT`` is None."""
-    lifetime = session_settings.EXPIRE_AT
+    """Return the expiry of a session opened now (aware datetime).
+
+    None when ``EXPIRE_AT`` is None.
+    """
+    lifetime: timedelta | None = session_settings.EXPIRE_AT
     if lifetime is None:
         return None
     return timezone.now() + lifetime

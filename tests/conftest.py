@@ -56,7 +56,10 @@ class FakeRequest:
 
 @pytest.fixture
 def open_session():
-    """Open a session as a login would: ``open_session(user, ua=..., ip=...) -> (session, token)``."""
+    """Open a session as a login would.
+
+    ``open_session(user, ua=..., ip=...) -> (session, token)``.
+    """
 
     def _open(user, ua: str = DESKTOP_UA, ip: str = "203.0.113.7", **kwargs):
         return sessions.open_session(user, FakeRequest(ua, ip), **kwargs)

@@ -8,9 +8,9 @@ from datetime import timedelta
 from urllib.parse import quote, urlencode
 
 import pytest
-from django.test import override_settings
 from django.contrib.auth import user_logged_in, user_logged_out, user_login_failed
 from django.db import connection
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime

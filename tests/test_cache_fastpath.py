@@ -293,3 +293,14 @@ def test_throttle_rate_follows_the_setting(settings):
     assert guessing._rate() == (9, 3600)
     settings.NILVA_SESSION = {**settings.NILVA_SESSION, "INVALID_TOKEN_THROTTLE_RATE": None}
     assert guessing._rate() is None
+
+
+def test_a_setting_read_once_follows_a_change_of_the_settings(settings):
+    from nilva_session.conf import session_settings
+
+    assert session_settings.TOKEN_PREFIX == "nvs_"
+    assert "TOKEN_PREFIX" in vars(session_settings)  # later reads skip __getattr__
+    settings.NILVA_SESSION = {**settings.NILVA_SESSION, "TOKEN_PREFIX": "abc_"}
+    assert session_settings.TOKEN_PREFIX == "abc_"
+    settings.NILVA_SESSION = {**settings.NILVA_SESSION, "TOKEN_PREFIX": "nvs_"}
+    assert session_settings.TOKEN_PREFIX == "nvs_"

@@ -52,7 +52,11 @@ def test_session_serializer_has_the_contract_fields_and_more(user, open_session)
 
     assert set(data) >= CONTRACT_FIELDS
     assert set(data) == CONTRACT_FIELDS | {
-        "expire_at", "is_current", "is_active", "ended_at", "end_reason"
+        "expire_at",
+        "is_current",
+        "is_active",
+        "ended_at",
+        "end_reason",
     }
 
 

@@ -63,7 +63,10 @@ def client_from(ip: str) -> APIClient:
 
 
 def attempt(
-    client: APIClient, username: str, password: str = "wrong password", url: str = LOGIN_URL  # noqa: S107
+    client: APIClient,
+    username: str,
+    password: str = "wrong password",
+    url: str = LOGIN_URL,
 ):
     return client.post(url, {"username": username, "password": password}, format="json")
 

@@ -52,26 +52,39 @@ def at_0001():
 
 def legacy_token() -> str:
     # 0.1.x drew 50 characters of a-z0-9 with random.choices (not a CSPRNG).
-    return "".join(random.choices(string.ascii_lowercase + string.digits, k=50))  # noqa: S311
+    return "".join(random.choices(string.ascii_lowercase + string.digits, k=50))
 
 
-def insert_legacy_row(user_id, key: str, expire_at: str | None, is_active: bool = True) -> uuid.UUID:
+def insert_legacy_row(
+    user_id, key: str, expire_at: str | None, is_active: bool = True
+) -> uuid.UUID:
     """Insert a row with raw SQL as 0.1.x left it; datetimes are naive local-time strings."""
     session_id = uuid.uuid4()
-    now = datetime.now().strftime("%Y-%m-%d %H:%M:%S")  # noqa: DTZ005 (0.1.x did this)
+    now = datetime.now().strftime("%Y-%m-%d %H:%M:%S")  # naive local time: 0.1.x did this
     id_value = session_id.hex if connection.vendor == "sqlite" else str(session_id)
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO user_session (id, key, expire_at, is_active, last_online, last_ip, "
             "user_agent, detail, created_at, user_id) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [id_value, key, expire_at, is_active, now, "198.51.100.4", DESKTOP_UA, None, now, user_id],
+            [
+                id_value,
+                key,
+                expire_at,
+                is_active,
+                now,
+                "198.51.100.4",
+                DESKTOP_UA,
+                None,
+                now,
+                user_id,
+            ],
         )
     return session_id
 
 
 def naive_in(delta: timedelta) -> str:
-    return (datetime.now() + delta).strftime("%Y-%m-%d %H:%M:%S")  # noqa: DTZ005
+    return (datetime.now() + delta).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @pytest.fixture
@@ -87,9 +100,13 @@ def legacy_state(at_0001):
     state["tokens"]["ended"] = legacy_token()
     state["tokens"]["bob"] = legacy_token()
     ids = state["ids"] = {}
-    ids["dated"] = insert_legacy_row(alice.pk, state["tokens"]["dated"], naive_in(timedelta(days=3)))
+    ids["dated"] = insert_legacy_row(
+        alice.pk, state["tokens"]["dated"], naive_in(timedelta(days=3))
+    )
     ids["null_expiry"] = insert_legacy_row(alice.pk, state["tokens"]["null_expiry"], None)
-    ids["expired"] = insert_legacy_row(alice.pk, state["tokens"]["expired"], naive_in(-timedelta(hours=2)))
+    ids["expired"] = insert_legacy_row(
+        alice.pk, state["tokens"]["expired"], naive_in(-timedelta(hours=2))
+    )
     ids["ended"] = insert_legacy_row(
         alice.pk, state["tokens"]["ended"], naive_in(timedelta(days=3)), is_active=False
     )
@@ -119,7 +136,9 @@ def client_with(header: str) -> APIClient:
 
 def test_migration_hashes_plain_text_keys_and_keeps_the_rest(legacy_state):
     with connection.cursor() as cursor:
-        cursor.execute("SELECT id, key, expire_at, is_active, last_ip, user_agent FROM user_session")
+        cursor.execute(
+            "SELECT id, key, expire_at, is_active, last_ip, user_agent FROM user_session"
+        )
         before = {str(row[0]).replace("-", ""): row for row in cursor.fetchall()}
     _migrate(None)
     tokens, ids = legacy_state["tokens"], legacy_state["ids"]
@@ -222,7 +241,7 @@ def test_pickled_0_1_cache_entries_never_authenticate(legacy_state, legacy_setti
             session_cache.token_key(hash_data(tokens["ended"])),
             session_cache.session_key(ids["ended"]),
         ):
-            cache.set(key, pickle.loads(stale), 900)
+            cache.set(key, pickle.loads(stale), 900)  # noqa: S301 (our own bytes, as 0.1.x cached)
         response = client_with(f"Token {tokens['ended']}").get("/api/whoami/")
         assert response.status_code == 401
         assert response.json()["code"] == "session_ended"

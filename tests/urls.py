@@ -12,7 +12,10 @@ class WhoAmI(APIView):
     def get(self, request):
         session = current_session(request)
         return Response(
-            {"user": request.user.get_username(), "session_id": str(session.pk) if session else None}
+            {
+                "user": request.user.get_username(),
+                "session_id": str(session.pk) if session else None,
+            }
         )
 
 

@@ -12,7 +12,9 @@ from urllib.parse import unquote, urlparse
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "demo-only-secret-key-change-me-in-any-real-deployment")
+SECRET_KEY = os.environ.get(
+    "DJANGO_SECRET_KEY", "demo-only-secret-key-change-me-in-any-real-deployment"
+)
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
 USE_TZ = True

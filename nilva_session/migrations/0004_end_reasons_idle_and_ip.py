@@ -4,15 +4,31 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('nilva_session', '0003_hash_legacy_keys'),
+        ("nilva_session", "0003_hash_legacy_keys"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='usersession',
-            name='end_reason',
-            field=models.CharField(blank=True, choices=[('logout', 'Signed out'), ('revoked', 'Ended by the user'), ('logout_all', 'Signed out everywhere'), ('admin', 'Ended by an administrator'), ('user_agent_changed', 'Suspended: user agent changed'), ('password_changed', 'Password changed'), ('user_deactivated', 'User deactivated'), ('replaced', 'Replaced by a newer session'), ('idle_timeout', 'Idle for too long'), ('ip_changed', 'Suspended: client IP changed')], default='', max_length=32, verbose_name='end reason'),
+            model_name="usersession",
+            name="end_reason",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("logout", "Signed out"),
+                    ("revoked", "Ended by the user"),
+                    ("logout_all", "Signed out everywhere"),
+                    ("admin", "Ended by an administrator"),
+                    ("user_agent_changed", "Suspended: user agent changed"),
+                    ("password_changed", "Password changed"),
+                    ("user_deactivated", "User deactivated"),
+                    ("replaced", "Replaced by a newer session"),
+                    ("idle_timeout", "Idle for too long"),
+                    ("ip_changed", "Suspended: client IP changed"),
+                ],
+                default="",
+                max_length=32,
+                verbose_name="end reason",
+            ),
         ),
     ]

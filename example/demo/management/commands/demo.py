@@ -47,7 +47,7 @@ class Command(BaseCommand):
                     "Try:",
                     f"  curl -s -X POST {base}/api/sessions/login/ "
                     f"-H 'Content-Type: application/json' "
-                    f"-d '{{\"username\": \"{DEMO_USERNAME}\", \"password\": \"{DEMO_PASSWORD}\"}}'",
+                    f'-d \'{{"username": "{DEMO_USERNAME}", "password": "{DEMO_PASSWORD}"}}\'',
                     f"  curl -s {base}/api/sessions/active/ -H 'Authorization: Token <token>'",
                     "",
                 ]
