@@ -403,8 +403,9 @@ def mark_activity(entry_key: str, ip: str | None, *, replace: bool) -> bool:
 
     ``replace`` overwrites a marker of another IP; otherwise the marker is only added.
     """
-    marker_key, timeout = activity_key(entry_key), session_settings.seconds(
-        "LAST_ONLINE_UPDATE_INTERVAL"
+    marker_key, timeout = (
+        activity_key(entry_key),
+        session_settings.seconds("LAST_ONLINE_UPDATE_INTERVAL"),
     )
     if replace:
         safely("set", None, get_cache().set, marker_key, ip or "", timeout)
