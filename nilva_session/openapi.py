@@ -510,8 +510,8 @@ class TokenObtainSchema(_ViewSchema):
                 200: SessionTokenPairSerializer,
                 400: INVALID_INPUT,
                 401: error(
-                    "Wrong credentials or an inactive user (simplejwt's answer, without `code`:"
-                    " `No active account found with the given credentials`)."
+                    "Wrong credentials or an inactive user (simplejwt's answer, code"
+                    " `no_active_account`)."
                 ),
                 403: SESSION_LIMIT,
                 415: UNSUPPORTED_MEDIA_TYPE,
