@@ -74,3 +74,41 @@ def token_client(user, open_session):
     client = APIClient(HTTP_USER_AGENT=DESKTOP_UA, REMOTE_ADDR="203.0.113.7")
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     return client, session, token
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """A frozen clock for nilva-session and the cache (``clock.advance(minutes=1)``)."""
+    from .test_cache import Clock
+
+    return Clock(monkeypatch)
+
+
+@pytest.fixture
+def cache_spy(monkeypatch):
+    """Counts the calls made on the real session cache (``cache_spy.calls``)."""
+    from nilva_session import cache
+
+    from .test_cache import CacheSpy
+
+    return CacheSpy(cache.get_cache(), monkeypatch)
+
+
+@pytest.fixture
+def capture_signal():
+    """``capture_signal(signal) -> list``: the kwargs of each send while the test runs."""
+    connected = []
+
+    def _capture(signal):
+        received = []
+
+        def receiver(**kwargs):
+            received.append(kwargs)
+
+        signal.connect(receiver, weak=False)
+        connected.append((signal, receiver))
+        return received
+
+    yield _capture
+    for signal, receiver in connected:
+        signal.disconnect(receiver)

@@ -18,7 +18,7 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
 
-from nilva_session import cache, clients, sessions
+from nilva_session import clients, sessions
 from nilva_session.apis import LoginApi
 from nilva_session.backends import UserSessionDBTokenAuthentication
 from nilva_session.models import EndReason, UserSession
@@ -26,7 +26,7 @@ from nilva_session.signals import session_revoked, session_suspended
 from nilva_session.utils import BASE62, is_legacy_token, is_well_formed_token, token_generator
 
 from .conftest import DESKTOP_UA, DESKTOP_UA_NEXT, FIREFOX_UA, IPHONE_UA, PASSWORD
-from .test_cache import CacheSpy, nilva_settings
+from .test_cache import nilva_settings
 from .urls import WhoAmI
 
 WHOAMI_URL = "/api/whoami/"
@@ -57,30 +57,6 @@ def drf_request(authorization=None, **meta) -> Request:
 def with_bad_checksum(token: str) -> str:
     last = token[-1]
     return token[:-1] + ("a" if last != "a" else "b")
-
-
-@pytest.fixture
-def cache_spy(monkeypatch):
-    return CacheSpy(cache.get_cache(), monkeypatch)
-
-
-@pytest.fixture
-def capture_signal():
-    connected = []
-
-    def _capture(signal):
-        received = []
-
-        def receiver(**kwargs):
-            received.append(kwargs)
-
-        signal.connect(receiver, weak=False)
-        connected.append((signal, receiver))
-        return received
-
-    yield _capture
-    for signal, receiver in connected:
-        signal.disconnect(receiver)
 
 
 # --------------------------------------------------------------------------------------------

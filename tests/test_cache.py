@@ -85,11 +85,6 @@ class CacheSpy:
         self.calls.clear()
 
 
-@pytest.fixture
-def cache_spy(monkeypatch):
-    return CacheSpy(cache.get_cache(), monkeypatch)
-
-
 def redis_client(backend=None):
     """The redis-py client behind a Redis cache backend (Django's or django-redis), else None."""
     backend = cache.get_cache() if backend is None else backend
@@ -151,11 +146,6 @@ class Clock:
             client = redis_client()
             if client is not None:
                 _age_redis_keys(client, timedelta(**delta).total_seconds())
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    return Clock(monkeypatch)
 
 
 def nilva_settings(**options):

@@ -21,7 +21,7 @@ from nilva_session.utils import hash_data, token_generator
 from .conftest import DESKTOP_UA
 from .support.inprocess import private_redis_cache
 from .support.services import services_active
-from .test_cache import CacheSpy, Clock, nilva_settings
+from .test_cache import nilva_settings
 
 WHOAMI_URL = "/api/whoami/"
 IP = "203.0.113.7"
@@ -41,16 +41,6 @@ def _cache(monkeypatch):
         return
     with private_redis_cache(monkeypatch):
         yield
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    return Clock(monkeypatch)
-
-
-@pytest.fixture
-def cache_spy(monkeypatch):
-    return CacheSpy(cache.get_cache(), monkeypatch)
 
 
 def client_from(ip: str = IP) -> APIClient:

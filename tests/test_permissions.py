@@ -23,7 +23,7 @@ from . import urls as base_urls
 from .conftest import DESKTOP_UA, PASSWORD
 from .support.inprocess import private_redis_cache
 from .support.services import services_active
-from .test_cache import Clock, nilva_settings
+from .test_cache import nilva_settings
 
 pytestmark = [pytest.mark.urls("tests.test_permissions")]
 
@@ -69,11 +69,6 @@ def _cache(monkeypatch):
         return
     with private_redis_cache(monkeypatch):
         yield
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    return Clock(monkeypatch)
 
 
 @pytest.fixture

@@ -151,13 +151,6 @@ def _cache(monkeypatch):
         yield
 
 
-@pytest.fixture
-def clock(monkeypatch):
-    from .test_cache import Clock
-
-    return Clock(monkeypatch)
-
-
 def client_from(ip: str = IP, ua: str = DESKTOP_UA, **extra) -> APIClient:
     return APIClient(HTTP_USER_AGENT=ua, REMOTE_ADDR=ip, **extra)
 

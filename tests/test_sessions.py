@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 from datetime import timedelta
 
-import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -21,7 +20,7 @@ from nilva_session.signals import session_created, session_revoked
 from nilva_session.utils import hash_data, is_well_formed_token, token_generator
 
 from .conftest import DESKTOP_UA, FakeRequest
-from .test_cache import CacheSpy, Clock, nilva_settings
+from .test_cache import nilva_settings
 
 WHOAMI_URL = "/api/whoami/"
 
@@ -36,36 +35,6 @@ def warm(client, session) -> None:
     """Make one request so the session is cached."""
     assert client.get(WHOAMI_URL).status_code == 200
     assert cache.unpack(cache.get_cache().get(cache.token_key(session.key))) is not None
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    return Clock(monkeypatch)
-
-
-@pytest.fixture
-def cache_spy(monkeypatch):
-    return CacheSpy(cache.get_cache(), monkeypatch)
-
-
-@pytest.fixture
-def capture_signal():
-    """``capture_signal(signal) -> list``: the kwargs of each send while the test runs."""
-    connected = []
-
-    def _capture(signal):
-        received = []
-
-        def receiver(**kwargs):
-            received.append(kwargs)
-
-        signal.connect(receiver, weak=False)
-        connected.append((signal, receiver))
-        return received
-
-    yield _capture
-    for signal, receiver in connected:
-        signal.disconnect(receiver)
 
 
 # --------------------------------------------------------------------------------------------
