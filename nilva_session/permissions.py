@@ -43,7 +43,7 @@ class RecentlyAuthenticated(BasePermission):
 
     def get_max_age(self) -> timedelta:
         default: timedelta = session_settings.REAUTHENTICATION_MAX_AGE
-        return self.max_age or default
+        return default if self.max_age is None else self.max_age
 
     def has_permission(self, request: Request, view: Any) -> bool:
         if not (request.user and request.user.is_authenticated):

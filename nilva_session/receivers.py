@@ -43,7 +43,7 @@ def user_saving(sender: Any, instance: Any, **kwargs: Any) -> None:
         setattr(instance, PASSWORD_ATTRIBUTE, stored.first())
 
 
-def _rehashed(instance: Any, update_fields: Any, before: str) -> bool:
+def _rehashed(instance: Any, update_fields: Any, before: str, after: str) -> bool:
     """True for Django's hash upgrade at login (``check_password``'s setter), not a new password.
 
     The setter saves only the password, clears ``_password`` (which ``set_password`` sets), and
@@ -58,7 +58,15 @@ def _rehashed(instance: Any, update_fields: Any, before: str) -> bool:
     except ValueError:  # unusable or unknown: whatever replaced it is a change
         return False
     preferred = get_hasher("default")
-    return old.algorithm != preferred.algorithm or preferred.must_update(before)
+    if not (old.algorithm != preferred.algorithm or preferred.must_update(before)):
+        return False
+    # The upgrade writes a usable, current hash of the preferred hasher; anything else
+    # (set_unusable_password(), another hasher) is a change.
+    try:
+        new = identify_hasher(after)
+    except ValueError:
+        return False
+    return new.algorithm == preferred.algorithm and not preferred.must_update(after)
 
 
 def _password_changed(instance: Any, update_fields: Any) -> bool:
@@ -67,7 +75,7 @@ def _password_changed(instance: Any, update_fields: Any) -> bool:
     before, after = getattr(instance, PASSWORD_ATTRIBUTE, None), _loaded_password(instance)
     if before is None or after is None or before == after:
         return False
-    return not _rehashed(instance, update_fields, before)
+    return not _rehashed(instance, update_fields, before, after)
 
 
 def user_saved(

@@ -9,13 +9,14 @@ from django.contrib.auth import authenticate, user_logged_in
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, serializers
+from rest_framework.settings import api_settings
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.serializers import TokenObtainSerializer
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from . import sessions
-from .authentication import refused
+from .authentication import UserSessionDBJwtAuthentication, refused
 from .conf import session_settings
 from .jwt import access_token_for_session, bind_to_session, cap_expiry, owner_check
 from .models import EndReason, UserSession
@@ -165,6 +166,14 @@ class TokenSessionObtainPairSerializer(TokenObtainSerializer):
         }
 
 
+def _configured_user_agent_check() -> sessions.UserAgentCheck:
+    """Return ``check_user_agent`` of the project's JWT authentication class (may be overridden)."""
+    for auth_class in api_settings.DEFAULT_AUTHENTICATION_CLASSES:
+        if isinstance(auth_class, type) and issubclass(auth_class, UserSessionDBJwtAuthentication):
+            return auth_class().check_user_agent
+    return sessions.check_user_agent
+
+
 def _session_of(refresh: RefreshToken, request: Any) -> tuple[Any, UserSession]:
     """Return ``(user, session)`` named by a verified refresh token, or raise 401."""
     session_id = refresh.payload.get(session_settings.SESSION_ID_CLAIM)
@@ -172,7 +181,7 @@ def _session_of(refresh: RefreshToken, request: Any) -> tuple[Any, UserSession]:
         raise InvalidToken(str(_("Token contained no recognizable session id.")))
     try:
         return sessions.authenticate_session_id(
-            session_id, request, owner_check(refresh, sessions.check_user_agent)
+            session_id, request, owner_check(refresh, _configured_user_agent_check())
         )
     except sessions.SessionRefused as error:
         raise refused(error) from None

@@ -213,13 +213,15 @@ def _authenticate(
     except SessionRefused as refusal:
         logger.info("authentication refused: session=%s reason=%s", session.pk, refusal.code)
         raise
+    if request is not None:
+        # Before the fill, so the copy carries the IP this request binds (BIND_IP) and is
+        # never made of a session the activity write finds idle.
+        _record_activity(session, entry_key, marker, ip, now)
+        setattr(getattr(request, "_request", request), REQUEST_ATTRIBUTE, session)
     if entry is None and timezone.now() - now < session_settings.TOMBSTONE_TTL / 2:
         # Fill only while the tombstone of a revoke that committed after our database read
         # must still stand: a request stalled longer must not cache the row it read.
         cache.fill(entry_key, session, user, now)
-    if request is not None:
-        _record_activity(session, entry_key, marker, ip, now)
-        setattr(getattr(request, "_request", request), REQUEST_ATTRIBUTE, session)
     return user, session
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.core.cache import BaseCache
 from rest_framework.exceptions import APIException
 from rest_framework.request import Request
@@ -62,11 +63,20 @@ class LoginIPThrottle(LoginThrottle):
 class LoginUsernameThrottle(LoginThrottle):
     """Counts login attempts per username (hashed: any length or alphabet makes a safe key)."""
 
-    username_field = "username"
+    #: The field holding the username; None means ``"username"`` (our login) or, failing
+    #: that, the user model's ``USERNAME_FIELD`` (what simplejwt's obtain view posts).
+    username_field: str | None = None
+
+    def get_username(self, data: Any) -> Any:
+        """Return the username posted in ``data`` (may be anything; checked by the caller)."""
+        if not hasattr(data, "get"):
+            return None
+        if self.username_field is not None:
+            return data.get(self.username_field)
+        return data.get("username") or data.get(get_user_model().USERNAME_FIELD)
 
     def get_cache_key(self, request: Request, view: APIView) -> str | None:
-        data: Any = request.data
-        username = data.get(self.username_field) if hasattr(data, "get") else None
+        username = self.get_username(request.data)
         if not isinstance(username, str) or not username:
             return None
         ident = hash_data(username.casefold())

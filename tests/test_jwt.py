@@ -1480,3 +1480,18 @@ def test_any_bearer_garbage_is_401_never_500(jwt_login, garbage):
     assert response.status_code == 401
     assert response.json()["detail"]
     assert db_state() == before
+
+
+class LenientJwtAuthentication(UserSessionDBJwtAuthentication):
+    def check_user_agent(self, session, request):
+        return None
+
+
+def test_refresh_uses_the_configured_classs_user_agent_check(user, api_client):
+    data = login(api_client)
+    firefox = APIClient(HTTP_USER_AGENT=FIREFOX_UA, REMOTE_ADDR="203.0.113.7")
+    lenient = "tests.test_jwt.LenientJwtAuthentication"
+    with override_settings(REST_FRAMEWORK={"DEFAULT_AUTHENTICATION_CLASSES": [lenient]}):
+        response = firefox.post(REFRESH_URL, {"refresh": data["refresh"]}, format="json")
+    assert response.status_code == 200, response.content
+    assert UserSession.objects.get(pk=data["session_id"]).is_active

@@ -210,3 +210,7 @@ def test_reauthenticate_of_an_inactive_user_fails(signed_in, user):
     user.is_active = False
     user.save()
     assert client.post(REAUTH_URL, {"password": PASSWORD}, format="json").status_code == 401
+
+
+def test_a_max_age_of_zero_is_not_the_default():
+    assert RecentlyAuthenticated.with_max_age(timedelta(0))().get_max_age() == timedelta(0)

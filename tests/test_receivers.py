@@ -265,3 +265,26 @@ def test_saving_the_same_password_hash_ends_nothing(warm_client, user):
     session.refresh_from_db()
     assert session.is_active
     assert client.get("/api/whoami/").status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("replace", ["unusable", "foreign_hasher"])
+def test_replacing_an_outdated_hash_is_a_change_not_a_login_upgrade(
+    user, open_session, replace, settings
+):
+    from django.contrib.auth.hashers import MD5PasswordHasher, PBKDF2PasswordHasher
+
+    settings.PASSWORD_HASHERS = [
+        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+        "django.contrib.auth.hashers.MD5PasswordHasher",
+    ]
+    outdated = PBKDF2PasswordHasher().encode("old password", "saltsalt", iterations=1000)
+    type(user).objects.filter(pk=user.pk).update(password=outdated)
+    user.refresh_from_db()
+    session, _ = open_session(user)
+    if replace == "unusable":
+        user.set_unusable_password()
+    else:
+        user.password = MD5PasswordHasher().encode("new password", "saltsalt")
+    user.save(update_fields=["password"])
+    assert UserSession.objects.get(pk=session.pk).end_reason == EndReason.PASSWORD_CHANGED

@@ -1404,6 +1404,24 @@ def test_threat_stolen_token_bind_ip_accepts_the_same_ip(user, clock):
         assert whoami(device)[:2] == (200, None)
 
 
+@nilva_settings(BIND_IP=True)
+def test_threat_bind_ip_binds_a_session_opened_without_an_ip_on_the_warm_path_too(user):
+    # Opened without a usable IP: the first request binds it, and the cached copy must carry
+    # that binding (the copy is filled after the activity write).
+    from .conftest import FakeRequest
+
+    session, token = sessions.open_session(user, FakeRequest(DESKTOP_UA, ""))
+    assert session.last_ip is None
+    first = client_from(ip=IP)
+    first.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert first.get(WHOAMI_URL).status_code == 200
+    thief = client_from(ip=OTHER_IP)
+    thief.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    response = thief.get(WHOAMI_URL)
+    assert (response.status_code, response.json()["code"]) == (401, "session_suspended")
+    assert UserSession.objects.get(pk=session.pk).end_reason == EndReason.IP_CHANGED
+
+
 # --------------------------------------------------------------------------------------------
 # property: the JWT class never raises anything but AuthenticationFailed
 # (the opaque-token class: tests/test_authentication.py

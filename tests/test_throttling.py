@@ -391,3 +391,15 @@ def test_odd_usernames_are_400_not_500_with_throttling_on(user, throttled, usern
 
     assert response.status_code == 400
     assert "detail" in response.json()
+
+
+def test_username_budget_reads_the_user_models_username_field(monkeypatch):
+    # simplejwt's obtain view posts USERNAME_FIELD (e.g. "email"), not "username".
+    class EmailUser:
+        USERNAME_FIELD = "email"
+
+    monkeypatch.setattr("nilva_session.throttling.get_user_model", lambda: EmailUser)
+    throttle = LoginUsernameThrottle()
+    assert throttle.get_username({"email": "a@example.com"}) == "a@example.com"
+    assert throttle.get_username({"username": "alice"}) == "alice"
+    assert throttle.get_username({"password": "x"}) is None
