@@ -20,7 +20,7 @@ from rest_framework_simplejwt.tokens import RefreshToken, Token
 
 from . import guessing, sessions
 from .conf import session_settings
-from .jwt import owner_check
+from .jwt import owner_check, require_owner
 from .models import UserSession
 
 if TYPE_CHECKING:
@@ -142,6 +142,7 @@ class UserSessionDBJwtAuthentication(JWTAuthentication):
                 getattr(self, "request", None),
                 owner_check(validated_token, self.check_user_agent),
             )
+            require_owner(validated_token, user)
         except sessions.SessionRefused as error:
             raise refused(error) from None
         if jwt_settings.CHECK_REVOKE_TOKEN:

@@ -49,15 +49,23 @@ def owner_check(token: Token, then: sessions.UserAgentCheck) -> sessions.UserAge
     user-agent rule, the cache fill and the activity write: a token naming someone else's session
     is refused without suspending, caching or touching that session.
     """
-    token_user = token.get(jwt_settings.USER_ID_CLAIM)
 
     def check(session: UserSession, request: Any) -> None:
-        owner = getattr(session.user, jwt_settings.USER_ID_FIELD)
-        if token_user is None or str(token_user) != str(owner):
-            raise sessions.SessionRefused(*sessions.INVALID_TOKEN)
+        require_owner(token, session.user)
         then(session, request)
 
     return check
+
+
+def require_owner(token: Token, user: Any) -> None:
+    """Raise ``SessionRefused`` unless ``user`` is the token's user.
+
+    Called again after the lookup, so that a caller without a request (where the user-agent
+    hook, and so :func:`owner_check`, does not run) is held to it too.
+    """
+    token_user = token.get(jwt_settings.USER_ID_CLAIM)
+    if token_user is None or str(token_user) != str(getattr(user, jwt_settings.USER_ID_FIELD)):
+        raise sessions.SessionRefused(*sessions.INVALID_TOKEN)
 
 
 def access_token_for_session(refresh: RefreshToken, session: UserSession) -> AccessToken:

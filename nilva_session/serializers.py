@@ -18,7 +18,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from . import sessions
 from .authentication import UserSessionDBJwtAuthentication, refused
 from .conf import session_settings
-from .jwt import access_token_for_session, bind_to_session, cap_expiry, owner_check
+from .jwt import access_token_for_session, bind_to_session, cap_expiry, owner_check, require_owner
 from .models import EndReason, UserSession
 
 if TYPE_CHECKING:
@@ -180,11 +180,13 @@ def _session_of(refresh: RefreshToken, request: Any) -> tuple[Any, UserSession]:
     if session_id is None:
         raise InvalidToken(str(_("Token contained no recognizable session id.")))
     try:
-        return sessions.authenticate_session_id(
+        user, session = sessions.authenticate_session_id(
             session_id, request, owner_check(refresh, _configured_user_agent_check())
         )
+        require_owner(refresh, user)
     except sessions.SessionRefused as error:
         raise refused(error) from None
+    return user, session
 
 
 def _verified_refresh(raw: str) -> RefreshToken:

@@ -31,6 +31,7 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 from rest_framework.test import APIClient, APIRequestFactory
 from rest_framework.views import APIView
@@ -1495,3 +1496,18 @@ def test_refresh_uses_the_configured_classs_user_agent_check(user, api_client):
         response = firefox.post(REFRESH_URL, {"refresh": data["refresh"]}, format="json")
     assert response.status_code == 200, response.content
     assert UserSession.objects.get(pk=data["session_id"]).is_active
+
+
+def test_get_user_without_a_request_still_refuses_another_users_session(
+    user, other_user, open_session
+):
+    # Callers such as websocket middleware call get_user() with no request, so the
+    # user-agent hook (and the owner check riding on it) does not run: the owner is checked again.
+    others_session, _ = open_session(other_user)
+    access = AccessToken.for_user(user)
+    access["session_id"] = str(others_session.pk)
+    with pytest.raises(AuthenticationFailed):
+        UserSessionDBJwtAuthentication().get_user(access)
+    own_session, _ = open_session(user)
+    access["session_id"] = str(own_session.pk)
+    assert UserSessionDBJwtAuthentication().get_user(access) == user
