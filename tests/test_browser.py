@@ -16,8 +16,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from pathlib import Path
@@ -26,6 +24,7 @@ import pytest
 from django.conf import settings
 
 from tests.conftest import DESKTOP_UA, IPHONE_UA, PASSWORD
+from tests.support.subsuite import assert_suite_passes
 
 try:
     from playwright.sync_api import expect
@@ -77,30 +76,7 @@ class TestBrowserSuite:
 
     def test_browser_suite_passes_in_its_own_process(self):
         require_browser()
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings_browser"}
-        env.pop("PYTEST_ADDOPTS", None)
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "tests/test_browser.py",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                "--ds=tests.settings_browser",
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        output = result.stdout + result.stderr
-        assert result.returncode == 0, output
-        assert re.search(r"\b\d+ passed\b", output), output
-        assert "skipped" not in output, output
+        assert_suite_passes("tests.settings_browser", "tests/test_browser.py")
 
 
 # ------------------------------------------------------------------------------------------

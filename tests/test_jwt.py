@@ -11,9 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import re
-import subprocess
 import sys
 import uuid
 from datetime import datetime, timedelta
@@ -49,6 +47,7 @@ from nilva_session.serializers import TokenSessionObtainPairSerializer
 from nilva_session.sessions import current_session
 from nilva_session.signals import session_created
 from tests.conftest import DESKTOP_UA, FIREFOX_UA, PASSWORD
+from tests.support.subsuite import assert_suite_passes
 
 OBTAIN_URL = "/api/sessions/token/"
 REFRESH_URL = "/api/sessions/token/refresh/"
@@ -1014,30 +1013,7 @@ def test_blacklist_app_is_not_installed_in_the_default_settings():
 def test_blacklist_app_suite_passes_in_its_own_process():
     """simplejwt decides at import time whether tokens can be blacklisted, so the tests of
     ``tests/test_jwt_blacklist.py`` need a process started with the app installed."""
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings_jwt_blacklist"}
-    env.pop("PYTEST_ADDOPTS", None)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "tests/test_jwt_blacklist.py",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--ds=tests.settings_jwt_blacklist",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    assert re.search(r"\b\d+ passed\b", output), output
-    assert "skipped" not in output, output
+    assert_suite_passes("tests.settings_jwt_blacklist", "tests/test_jwt_blacklist.py")
 
 
 # --------------------------------------------------------------------------------------------

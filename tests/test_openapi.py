@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from tests.support.subsuite import assert_suite_passes
+
 ROOT = Path(__file__).resolve().parent.parent
 IN_OPENAPI_PROCESS = "drf_spectacular" in settings.INSTALLED_APPS  # tests.settings_openapi
 PREFIX = "/api/sessions/"
@@ -80,24 +82,9 @@ class TestInTheNormalRun:
     def test_openapi_suite_passes_in_its_own_process(self):
         """This module and tests/test_schemathesis.py under tests.settings_openapi."""
         require_openapi_packages()
-        result = run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "tests/test_openapi.py",
-                "tests/test_schemathesis.py",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                "--ds=tests.settings_openapi",
-            ],
-            env={"DJANGO_SETTINGS_MODULE": "tests.settings_openapi"},
+        assert_suite_passes(
+            "tests.settings_openapi", "tests/test_openapi.py", "tests/test_schemathesis.py"
         )
-        output = result.stdout + result.stderr
-        assert result.returncode == 0, output
-        assert re.search(r"\b\d+ passed\b", output), output
-        assert "skipped" not in output, output
 
     def test_the_demo_schema_validates_without_warnings(self, tmp_path):
         """``example/manage.py spectacular --validate --fail-on-warn`` with the demo's settings."""
