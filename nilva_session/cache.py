@@ -398,19 +398,32 @@ def fill(entry_key: str, session: UserSession, user: AbstractBaseUser, now: date
     safely("add", False, get_cache().add, entry_key, entry, timeout)
 
 
-def mark_activity(entry_key: str, ip: str | None, *, replace: bool) -> bool:
-    """Record that activity from ``ip`` was written; return False if another request did first.
+PENDING_MARKER_PREFIX = "?"  # never the start of an IP address
 
-    ``replace`` overwrites a marker of another IP; otherwise the marker is only added.
+
+def activity_marker(ip: str | None, *, pending: bool = False) -> str:
+    """Return the activity marker value for ``ip``: confirmed, or pending its UPDATE."""
+    return f"{PENDING_MARKER_PREFIX}{ip or ''}" if pending else ip or ""
+
+
+def is_pending_marker(marker: Any) -> bool:
+    """Return True for a marker whose activity write has not been confirmed yet."""
+    return isinstance(marker, str) and marker.startswith(PENDING_MARKER_PREFIX)
+
+
+def mark_activity(entry_key: str, value: str, *, replace: bool) -> bool:
+    """Record an activity marker; return False if another request added one first.
+
+    ``replace`` overwrites the marker (``set``); otherwise it is only added (``add``).
     """
     marker_key, timeout = (
         activity_key(entry_key),
         session_settings.seconds("LAST_ONLINE_UPDATE_INTERVAL"),
     )
     if replace:
-        safely("set", None, get_cache().set, marker_key, ip or "", timeout)
+        safely("set", None, get_cache().set, marker_key, value, timeout)
         return True
-    return safely("add", True, get_cache().add, marker_key, ip or "", timeout)
+    return safely("add", True, get_cache().add, marker_key, value, timeout)
 
 
 def bar(keys: Iterable[str]) -> None:

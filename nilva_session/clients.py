@@ -21,7 +21,7 @@ _MOBILE_OS = frozenset({"iOS", "Android", "Windows Phone", "BlackBerry OS", "Kai
 
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-# X-Forwarded-For is read only up to this many characters and entries.
+# Only the last this many characters and entries of X-Forwarded-For are read.
 MAX_FORWARDED_LENGTH = 2048
 MAX_FORWARDED_ENTRIES = 32
 
@@ -52,10 +52,20 @@ def _parse_ip(raw: str) -> IPAddress | None:
 
 
 def _forwarded_chain(request: HttpRequest) -> list[str]:
+    """Return the last ``MAX_FORWARDED_ENTRIES`` hops of ``X-Forwarded-For``, nearest last.
+
+    The client writes the head of the header and each proxy appends to its tail, so only the
+    tail is read: a long head (padding, or a client hiding behind many fake hops) can neither
+    cost more work nor push the hops our proxies added out of view.
+    """
     header = request.META.get("HTTP_X_FORWARDED_FOR") or ""
-    if not isinstance(header, str) or len(header) > MAX_FORWARDED_LENGTH:
+    if not isinstance(header, str):
         return []
-    return [part.strip() for part in header.split(",")][-MAX_FORWARDED_ENTRIES:]
+    tail = header[-MAX_FORWARDED_LENGTH:]
+    hops = tail.split(",")
+    if len(tail) < len(header):
+        hops = hops[1:]  # the first piece may be cut in the middle of an address
+    return [hop.strip() for hop in hops][-MAX_FORWARDED_ENTRIES:]
 
 
 def _trusted_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

@@ -108,12 +108,20 @@ class UserSession(models.Model):
     def __str__(self) -> str:
         return f"{self.user_id} · {clients.summarize_user_agent(self.user_agent)} · {self.id}"
 
-    def is_expired(self, now: datetime | None = None) -> bool:
-        """Return True once ``expire_at`` has passed. Pure: reads nothing, writes nothing."""
-        return self.expire_at is not None and self.expire_at <= (now or timezone.now())
+    # Both are properties, as in nilva-session 0.1.x: code written for it reads
+    # ``if session.is_expired:`` and ``session.user_agent_data["os"]``.
+    @property
+    def is_expired(self) -> bool:
+        """True once ``expire_at`` has passed. Pure: reads nothing, writes nothing."""
+        return self.is_expired_at(timezone.now())
 
+    def is_expired_at(self, now: datetime) -> bool:
+        """Return True if ``expire_at`` has passed at ``now`` (an aware datetime)."""
+        return self.expire_at is not None and self.expire_at <= now
+
+    @property
     def user_agent_data(self) -> dict[str, Any]:
-        """Return the parsed user agent (``os``, ``browser``, ``device_*``, ``is_mobile`` ...)."""
+        """The parsed user agent (``os``, ``browser``, ``device_*``, ...) as a new dict."""
         return clients.describe_user_agent(self.user_agent)
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:

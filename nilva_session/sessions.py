@@ -190,7 +190,7 @@ def _authenticate(
     found = cache.unpack(entry, lookup.get("key")) if entry is not None else None
     if entry is not None and found is None and entry != cache.TOMBSTONE:
         cache.bar([entry_key])  # not ours (another version, 0.1.x): let it lapse quickly
-    if found is not None and session_settings.SLIDING_EXPIRY and found[0].is_expired(now):
+    if found is not None and session_settings.SLIDING_EXPIRY and found[0].is_expired_at(now):
         found = None  # the copy may predate a sliding extension: the database decides
     if found is not None and request is None and session_settings.IDLE_TIMEOUT is not None:
         found = None  # idleness is settled by the activity write, which needs a request
@@ -241,7 +241,7 @@ def check_session(
     """
     if not session.is_active:
         raise SessionRefused(*SESSION_ENDED)
-    if session.is_expired(now) or _past_absolute_lifetime(session, now):
+    if session.is_expired_at(now) or _past_absolute_lifetime(session, now):
         raise SessionRefused(*SESSION_EXPIRED)
     if not getattr(user, "is_active", True):
         raise SessionRefused(*USER_INACTIVE)
@@ -306,28 +306,48 @@ def _record_activity(
 
     The UPDATE is ``WHERE id=… AND is_active`` (and, with ``IDLE_TIMEOUT``, ``AND last_online``
     recent enough), so it never revives an ended session; it also slides ``expire_at``.
+
+    With ``IDLE_TIMEOUT`` the marker is claimed as *pending* and confirmed only once the UPDATE
+    found the session live: a request that sees no confirmed marker for its IP (another
+    request's write is pending, or it lost the race to claim) asks the database whether the
+    session is idle. A burst of requests on an idle session is refused as a whole.
     """
     interval = session_settings.LAST_ONLINE_UPDATE_INTERVAL
-    if marker is not None:
-        if marker == (ip or ""):
-            return
-    elif ip == session.last_ip and now - session.last_online < interval:
+    if marker == cache.activity_marker(ip):
+        return  # this IP's activity was written, and found the session live, within the interval
+    if marker is None and ip == session.last_ip and now - session.last_online < interval:
         return
-    if not cache.mark_activity(entry_key, ip, replace=marker is not None):
-        return  # another request of this session is writing the same activity
+    idle = session_settings.IDLE_TIMEOUT
+    live = UserSession.objects.filter(pk=session.pk, is_active=True)
+    if idle is not None:
+        live = live.filter(last_online__gte=now - idle)
+    if not _claim_activity(entry_key, marker, ip, pending=idle is not None):
+        # Another request of this session is writing; idleness is still ours to decide.
+        if idle is not None and not live.exists():
+            _end_idle(session, now)
+        return
     changes: dict[str, Any] = {"last_online": now, "last_ip": ip}
     expiry = _slid_expiry(session, now)
     if expiry is not None:
         changes["expire_at"] = expiry
-    live = UserSession.objects.filter(pk=session.pk, is_active=True)
-    idle = session_settings.IDLE_TIMEOUT
+    if not live.update(**changes):
+        if idle is not None:
+            _end_idle(session, now)
+        return
     if idle is not None:
-        live = live.filter(last_online__gte=now - idle)
-    if not live.update(**changes) and idle is not None:
-        _end_idle(session, now)
+        cache.mark_activity(entry_key, cache.activity_marker(ip), replace=True)
     session.last_online, session.last_ip = now, ip
     if expiry is not None:
         session.expire_at = expiry
+
+
+def _claim_activity(entry_key: str, marker: Any, ip: str | None, *, pending: bool) -> bool:
+    """Return True if this request is the one to write the activity (claim the marker)."""
+    if cache.is_pending_marker(marker):
+        return False
+    value = cache.activity_marker(ip, pending=pending)
+    # Another IP's marker is replaced (the IP change is written); a missing one is added.
+    return cache.mark_activity(entry_key, value, replace=marker is not None)
 
 
 def _end(sessions: UserSessionQuerySet, reason: str, detail: str | None) -> list[tuple[Any, Any]]:

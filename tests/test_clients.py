@@ -224,3 +224,47 @@ def test_parsing_is_memoised():
         describe_user_agent(ua)
         same_family(ua, ua)
     assert clients._parse.cache_info().misses == 1
+
+
+# --- X-Forwarded-For behind trusted proxies ----------------------------------------------------
+
+PADDED_HEADS = [
+    "a" * 5000,  # junk head over MAX_FORWARDED_LENGTH
+    ", ".join(["6.6.6.6"] * 1000),  # many fake hops: longer than MAX_FORWARDED_LENGTH
+    "x" * (clients.MAX_FORWARDED_LENGTH - 5),  # cut falls inside the junk, right before the tail
+    "6" * 100_000,
+]
+
+
+@pytest.mark.parametrize("head", PADDED_HEADS, ids=["junk", "hops", "edge", "huge"])
+@pytest.mark.parametrize(
+    "options",
+    [{"TRUSTED_PROXY_COUNT": 1}, {"TRUSTED_PROXIES": ["10.0.0.0/8"]}],
+    ids=["count", "networks"],
+)
+def test_a_long_forwarded_head_cannot_hide_the_client(head, options):
+    # The client writes the head; our proxy (10.0.0.2) appends the address it saw.
+    request = request_with(REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR=f"{head}, 198.51.100.4")
+    with override_settings(NILVA_SESSION=options):
+        assert clients.client_ip(request) == "198.51.100.4"
+
+
+@override_settings(NILVA_SESSION={"TRUSTED_PROXY_COUNT": 2})
+def test_a_long_forwarded_head_keeps_every_trusted_hop():
+    tail = "198.51.100.4, 10.0.0.9"  # client as seen by the first proxy, then the first proxy
+    request = request_with(REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="a" * 9000 + ", " + tail)
+    assert clients.client_ip(request) == "198.51.100.4"
+
+
+@override_settings(NILVA_SESSION={"TRUSTED_PROXIES": ["10.0.0.0/8"]})
+def test_an_address_cut_by_the_length_limit_is_not_read():
+    # "2001:db8::1234" cut after "2001:" leaves "db8::1234", itself a valid address: it must not
+    # be taken for the client. Trusted hops padded with spaces fill the rest of the limit.
+    kept = "db8::1234"
+    hops = ("," + " " * 60 + "10.0.0.7") * 28
+    first = "," + " " * (clients.MAX_FORWARDED_LENGTH - len(kept) - len(hops) - 9) + "10.0.0.7"
+    header = "2001:" + kept + first + hops
+    assert header[-clients.MAX_FORWARDED_LENGTH :].split(",")[0] == kept
+    assert clients.parse_ip(kept) is not None
+    request = request_with(REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR=header)
+    assert clients.client_ip(request) == "10.0.0.7"

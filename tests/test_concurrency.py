@@ -300,3 +300,73 @@ def test_revoke_racing_activity_updates_from_warm_requests(redis_cache, user, op
         assert row(session).is_active is False
         assert_ended_everywhere(session, token)
     print(f"\nwarm activity vs revoke, racing request: {dict(outcomes)}")
+
+
+# --------------------------------------------------------------------------------------------
+# idle timeout vs a burst of concurrent requests
+# --------------------------------------------------------------------------------------------
+
+BURST = 12
+IDLE_SECONDS, INTERVAL_SECONDS = 2, 1
+
+
+@pytest.mark.parametrize("by_id", [False, True], ids=["token", "session-id"])
+def test_a_burst_on_an_idle_session_is_refused_whole(
+    redis_cache, user, open_session, settings, by_id
+):
+    """12 simultaneous requests on a session idle past ``IDLE_TIMEOUT``: none succeeds.
+
+    Warm first (entry and activity marker in Redis), so the burst starts on the cached path,
+    where only one request can claim the activity write; the others must not pass unchecked.
+    """
+    settings.NILVA_SESSION = {
+        **settings.NILVA_SESSION,
+        "IDLE_TIMEOUT": IDLE_SECONDS,
+        "LAST_ONLINE_UPDATE_INTERVAL": INTERVAL_SECONDS,
+        "INVALID_TOKEN_THROTTLE_RATE": None,
+    }
+    accepted: Counter[str] = Counter()
+    for _round in range(3):
+        session, token = open_session(user)
+        for _ in range(3):
+            assert attempt(token, session, by_id=by_id) == "ok"
+        time.sleep(IDLE_SECONDS + 0.6)  # idle; the activity marker (1 s) is long gone
+        start = threading.Barrier(BURST, timeout=10)
+
+        def request(token=token, session=session, start=start) -> str:
+            connection.ensure_connection()  # connect before the start, not in the race
+            start.wait()
+            return attempt(token, session, by_id=by_id)
+
+        results = join_all(*(in_thread(request) for _ in range(BURST)))
+        accepted.update(results)
+        assert "ok" not in results, f"{results.count('ok')} of {BURST} accepted on an idle session"
+        assert set(results) <= {"session_idle", "session_ended"}, results
+        assert row(session).is_active is False
+        assert row(session).end_reason == "idle_timeout"
+    print(f"\nidle burst ({'id' if by_id else 'token'}), 3 rounds of {BURST}: {dict(accepted)}")
+
+
+def test_a_burst_on_a_live_session_with_idle_timeout_is_accepted_whole(
+    redis_cache, user, open_session, settings
+):
+    """The other side: a session used within ``IDLE_TIMEOUT`` is never refused by the burst."""
+    settings.NILVA_SESSION = {
+        **settings.NILVA_SESSION,
+        "IDLE_TIMEOUT": IDLE_SECONDS,
+        "LAST_ONLINE_UPDATE_INTERVAL": INTERVAL_SECONDS,
+    }
+    session, token = open_session(user)
+    assert attempt(token, session, by_id=False) == "ok"
+    for _round in range(3):
+        time.sleep(INTERVAL_SECONDS + 0.2)  # the marker lapsed: the burst races for the write
+        start = threading.Barrier(BURST, timeout=10)
+
+        def request(start=start) -> str:
+            connection.ensure_connection()
+            start.wait()
+            return attempt(token, session, by_id=False)
+
+        results = join_all(*(in_thread(request) for _ in range(BURST)))
+        assert results == ["ok"] * BURST, results
+    assert row(session).is_active is True

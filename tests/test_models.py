@@ -168,29 +168,29 @@ def test_str_shows_no_key(user):
 def test_is_expired_true_after_expiry_without_queries(user, django_assert_num_queries):
     session = make_session(user, expire_at=timezone.now() - timedelta(seconds=1))
     with django_assert_num_queries(0):
-        assert session.is_expired() is True
+        assert session.is_expired is True
 
 
 @pytest.mark.django_db
 def test_is_expired_false_before_expiry_without_queries(user, django_assert_num_queries):
     session = make_session(user, expire_at=timezone.now() + timedelta(hours=1))
     with django_assert_num_queries(0):
-        assert session.is_expired() is False
+        assert session.is_expired is False
 
 
 @pytest.mark.django_db
 def test_session_without_expiry_never_expires(user, django_assert_num_queries):
     session = make_session(user, expire_at=None)
     with django_assert_num_queries(0):
-        assert session.is_expired() is False
-        assert session.is_expired(timezone.now() + timedelta(days=365 * 100)) is False
+        assert session.is_expired is False
+        assert session.is_expired_at(timezone.now() + timedelta(days=365 * 100)) is False
 
 
 @pytest.mark.django_db
 def test_is_expired_writes_nothing(user):
     session = make_session(user, expire_at=timezone.now() - timedelta(days=1))
     before = UserSession.objects.values_list("last_online", "is_active").get(pk=session.pk)
-    assert session.is_expired()
+    assert session.is_expired
     assert UserSession.objects.values_list("last_online", "is_active").get(pk=session.pk) == before
 
 
@@ -198,9 +198,9 @@ def test_is_expired_writes_nothing(user):
 def test_is_expired_accepts_an_explicit_now(user):
     expire_at = timezone.now() + timedelta(hours=1)
     session = make_session(user, expire_at=expire_at)
-    assert not session.is_expired(expire_at - timedelta(microseconds=1))
-    assert session.is_expired(expire_at)
-    assert session.is_expired(expire_at + timedelta(seconds=1))
+    assert not session.is_expired_at(expire_at - timedelta(microseconds=1))
+    assert session.is_expired_at(expire_at)
+    assert session.is_expired_at(expire_at + timedelta(seconds=1))
 
 
 def test_is_expired_compares_aware_datetimes_across_time_zones():
@@ -208,15 +208,30 @@ def test_is_expired_compares_aware_datetimes_across_time_zones():
 
     expire_at = timezone.now() + timedelta(minutes=30)
     session = UserSession(expire_at=expire_at.astimezone(ZoneInfo("Asia/Tehran")))
-    assert not session.is_expired()
-    assert session.is_expired(
+    assert not session.is_expired
+    assert session.is_expired_at(
         expire_at.astimezone(ZoneInfo("America/New_York")) + timedelta(minutes=1)
     )
 
 
+@pytest.mark.django_db
+def test_is_expired_and_user_agent_data_read_as_attributes_as_in_0_1_x(user):
+    """Code written for nilva-session 0.1.x: both are properties there."""
+    live = make_session(user, expire_at=timezone.now() + timedelta(hours=1), user_agent=DESKTOP_UA)
+    ended = make_session(user, expire_at=timezone.now() - timedelta(seconds=1))
+    if live.is_expired:
+        pytest.fail("a live session reads as expired")
+    assert ended.is_expired
+    assert live.is_expired == False  # noqa: E712 (0.1.x code compares)
+    assert live.user_agent_data["os"] == "Windows"
+    assert "browser" in live.user_agent_data
+    assert isinstance(type(live).__dict__["is_expired"], property)
+    assert isinstance(type(live).__dict__["user_agent_data"], property)
+
+
 def test_is_expired_on_unsaved_instance_is_pure():
-    assert UserSession(expire_at=None).is_expired() is False
-    assert UserSession(expire_at=timezone.now() - timedelta(seconds=1)).is_expired() is True
+    assert UserSession(expire_at=None).is_expired is False
+    assert UserSession(expire_at=timezone.now() - timedelta(seconds=1)).is_expired is True
 
 
 # --- user_agent_data ------------------------------------------------------------------------------
@@ -274,7 +289,7 @@ def test_is_expired_on_unsaved_instance_is_pure():
     ids=["desktop", "iphone", "ipad", "android-phone", "android-tablet", "empty"],
 )
 def test_user_agent_data(ua, expected):
-    data = UserSession(user_agent=ua).user_agent_data()
+    data = UserSession(user_agent=ua).user_agent_data
     assert set(data) >= UA_DATA_KEYS
     assert {k: data[k] for k in expected} == expected
     assert isinstance(data["is_mobile"], bool)
@@ -283,8 +298,8 @@ def test_user_agent_data(ua, expected):
 
 def test_user_agent_data_is_a_fresh_dict():
     session = UserSession(user_agent=DESKTOP_UA)
-    session.user_agent_data()["os"] = "tampered"
-    assert session.user_agent_data()["os"] == "Windows"
+    session.user_agent_data["os"] = "tampered"
+    assert session.user_agent_data["os"] == "Windows"
 
 
 @pytest.mark.django_db
@@ -301,7 +316,7 @@ def test_listing_many_sessions_parses_each_distinct_user_agent_once(
     clients._parse.cache_clear()
     clients._describe.cache_clear()
     with django_assert_num_queries(1):
-        data = [s.user_agent_data() for s in UserSession.objects.for_user(user)]
+        data = [s.user_agent_data for s in UserSession.objects.for_user(user)]
     assert len(data) == 100
     assert clients._parse.cache_info().misses == 3
     assert clients._describe.cache_info().misses == 3

@@ -12,11 +12,14 @@ that all four workers served the session before the end and refused it after.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
@@ -47,7 +50,7 @@ pytestmark = SERVICES
 
 WORKERS = 4
 PASSWORD = "multi-process-password-1"
-USERS = ("mp_token", "mp_jwt", "mp_all", "mp_outage")
+USERS = ("mp_token", "mp_jwt", "mp_all", "mp_outage", "mp_idle")
 WARM_REQUESTS = 200
 AFTER_REQUESTS = 400
 REFUSED = {401, 429}  # 429: a refused-token throttle may answer once many refusals came in
@@ -359,3 +362,68 @@ def test_redis_killed_under_load_across_workers(demo_on_own_redis):
     after = burst(demo.port, [live, victim], 40, "outage-after")
     assert {r.status for r in after if r.who == live.name} == {200}
     assert {r.status for r in after if r.who == victim.name} == {401}
+
+
+IDLE_SECONDS = 3
+IDLE_BURST = 12
+
+
+@pytest.fixture
+def idle_demo(demo_env, tmp_path):
+    """gunicorn, 4 workers, with ``IDLE_TIMEOUT`` 3 s and activity written at most once a second."""
+    options = {"IDLE_TIMEOUT": IDLE_SECONDS, "LAST_ONLINE_UPDATE_INTERVAL": 1}
+    server = Gunicorn({**demo_env, "DEMO_NILVA_SESSION": json.dumps(options)}, tmp_path, WORKERS)
+    try:
+        server.start()
+        yield Demo(server)
+    finally:
+        server.stop()
+
+
+def _simultaneously(count: int, send: Callable[[], Reply]) -> list[Reply]:
+    start = threading.Barrier(count, timeout=20)
+
+    def one(_: int) -> Reply:
+        start.wait()
+        return send()
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def test_a_burst_on_an_idle_session_is_refused_on_every_path(idle_demo):
+    """Sign in, 3 requests, idle past ``IDLE_TIMEOUT``, then 12 at once: 0 answered 200.
+
+    On the opaque token, the JWT access token and ``token/refresh/`` (a 200 there would mint
+    an access token for an idle session), across 4 worker processes sharing PostgreSQL + Redis.
+    """
+    demo = idle_demo
+    accepted: dict[str, list[int]] = {}
+    for path in ("token", "jwt", "refresh"):
+        for _round in range(2):
+            if path == "token":
+                credential, _session_id = token_login(demo, "mp_idle")
+            else:
+                credential, _session_id, refresh = jwt_login(demo, "mp_idle")
+            warmup = [whoami_reply(demo, credential) for _ in range(3)]
+            assert {r.status for r in warmup} == {200}, warmup
+            time.sleep(IDLE_SECONDS + 0.7)
+            if path == "refresh":
+                body = {"refresh": refresh}
+                send = lambda body=body: call(  # noqa: E731
+                    demo.port, "POST", "/api/sessions/token/refresh/", body=body
+                )
+            else:
+                send = lambda credential=credential: whoami_reply(demo, credential)  # noqa: E731
+            replies = _simultaneously(IDLE_BURST, send)
+            accepted.setdefault(path, []).append(sum(1 for r in replies if r.status == 200))
+            assert not [r for r in replies if r.status >= 500], demo.server.errors()
+            assert {r.status for r in replies} <= {401}, statuses(replies)
+            codes = {r.body.get("code") for r in replies}
+            assert codes <= {"session_idle", "session_ended"}, codes
+    print(f"\nidle bursts of {IDLE_BURST} across {WORKERS} workers, 200s per burst: {accepted}")
+    assert all(count == 0 for counts in accepted.values() for count in counts), accepted
+
+
+def whoami_reply(demo: Demo, credential: Credential) -> Reply:
+    return call(demo.port, "GET", "/api/whoami/", headers={"Authorization": credential.header})

@@ -5,6 +5,7 @@
 """
 
 import importlib.util
+import json
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -111,6 +112,9 @@ SIMPLE_JWT = {
 NILVA_SESSION = {
     "EXPIRE_AT": timedelta(days=1),
     "LOGIN_THROTTLE_RATE": "10/min",
+    # Tests run the demo under gunicorn with other options (durations in seconds), e.g.
+    # DEMO_NILVA_SESSION='{"IDLE_TIMEOUT": 3, "LAST_ONLINE_UPDATE_INTERVAL": 1}'.
+    **json.loads(os.environ.get("DEMO_NILVA_SESSION") or "{}"),
 }
 
 # OpenAPI (``pip install -e ".[openapi]"``): the schema at /api/schema/ and Swagger UI at
