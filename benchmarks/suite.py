@@ -131,6 +131,7 @@ def measure(config: str, args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.harness import CLIENT_IP, DESKTOP_UA, CacheCounter, Handler, summary
     from benchmarks.urls import SMALL_KEY
     from nilva_session import cache as session_cache
+    from nilva_session import codec as session_codec
     from nilva_session import sessions
     from nilva_session.jwt import access_token_for_session, refresh_token_for_session
     from nilva_session.utils import hash_data
@@ -276,7 +277,7 @@ def measure(config: str, args: argparse.Namespace) -> dict[str, Any]:
     # ---- the cached entry -----------------------------------------------------------------------
     warm_key = session_cache.token_key(hash_data(warm_token))
     entry = backend.get(warm_key)
-    assert session_cache.unpack(entry) is not None, "the warm session is not cached"
+    assert session_codec.unpack(entry) is not None, "the warm session is not cached"
     pickled = pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
     entry_info: dict[str, Any] = {
         "pickled_bytes": len(pickled),

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -29,7 +29,8 @@ class ExpiredFilter(admin.SimpleListFilter):
         return [("yes", _("Yes")), ("no", _("No"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        expired = Q(expire_at__lte=timezone.now())
+        # Expired, past the absolute lifetime or idle: the sessions authentication refuses.
+        expired = sessions.lapsed_q(timezone.now())
         if self.value() == "yes":
             return queryset.filter(expired)
         if self.value() == "no":

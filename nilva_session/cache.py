@@ -23,45 +23,21 @@ import logging
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
-from functools import cache as memoize
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from datetime import datetime
+from typing import Any, NamedTuple, TypeVar
 
-from django.contrib.auth import get_user_model
 from django.core.cache import BaseCache, caches
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from django.core.signals import setting_changed
-from django.db import router, transaction
-from django.db.models import DateTimeField
-from django.db.models.base import DEFERRED
+from django.db import transaction
+from django.utils import timezone
 
 from .conf import session_settings
 
-if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
-
-    from .models import UserSession
-
 logger = logging.getLogger("nilva_session.cache")
 
-ENTRY_VERSION = 2
 TOMBSTONE = "nilva_session:tombstone"
-# The session columns an entry copies, in order. Timestamps are stored as floats to keep it small
-# (the user's aware datetimes too); ``key`` is None in an entry filed under the token's digest.
-SESSION_FIELDS = (
-    "id",
-    "user_id",
-    "key",
-    "expire_at",
-    "last_online",
-    "last_ip",
-    "user_agent",
-    "created_at",
-    "authenticated_at",
-)
-_TIMESTAMPS = frozenset({"expire_at", "last_online", "created_at", "authenticated_at"})
 ERROR_LOG_INTERVAL = 30.0
 
 T = TypeVar("T")
@@ -190,20 +166,35 @@ def _forget_unwritten(*, setting: str, **kwargs: Any) -> None:
 setting_changed.connect(_forget_unwritten, dispatch_uid="nilva_session_forget_unwritten")
 
 
-def read(entry_key: str, counter_key: str | None = None) -> tuple[Any, Any, Any]:
-    """Return ``(entry, activity_marker, counter)`` in one round trip; None where missing.
+class Lookup(NamedTuple):
+    """What one read of the cache found for a session."""
 
-    ``counter_key`` (optional) is read along: the invalid-token counter of the client.
+    found: Any  # the decoded entry, or None (missing, tombstone, foreign, unreadable)
+    marker: Any  # the activity marker, or None
+    counter: Any  # the counter read along (``counter_key``), or None
+    fillable: bool  # nothing stood under the key: a fill may add the session
+
+
+def lookup(entry_key: str, decode: Callable[[Any], Any], counter_key: str | None = None) -> Lookup:
+    """Read a session's entry, its activity marker and ``counter_key`` in one round trip.
+
+    ``decode`` turns an entry into what the caller wants, or None when it is not a valid entry
+    of the current format. Anything else found under our key (another version's entry, an
+    object pickled by nilva-session 0.1.x) is barred, so that it lapses quickly.
     """
     marker_key = activity_key(entry_key)
     keys = [entry_key, marker_key] if counter_key is None else [entry_key, marker_key, counter_key]
-    found: dict[str, Any] | None = safely("read", None, _get_many(get_cache()), keys)
-    if found is None:
-        found = {}
+    values: dict[str, Any] | None = safely("read", None, _get_many(get_cache()), keys)
+    if values is None:
+        values = {}
     elif unwritten.keys and unwritten.pay(entry_key):
-        found.pop(entry_key, None)  # this process owes a tombstone here: the entry may be stale
-    counter = found.get(counter_key) if counter_key is not None else None
-    return found.get(entry_key), found.get(marker_key), counter
+        values.pop(entry_key, None)  # this process owes a tombstone here: the entry may be stale
+    entry = values.get(entry_key)
+    found = decode(entry) if entry is not None and entry != TOMBSTONE else None
+    if entry is not None and found is None and entry != TOMBSTONE:
+        bar([entry_key])
+    counter = values.get(counter_key) if counter_key is not None else None
+    return Lookup(found, values.get(marker_key), counter, fillable=entry is None)
 
 
 _READER = "_nilva_session_get_many"
@@ -261,140 +252,19 @@ def _reused_client_get_many(backend: BaseCache) -> Callable[[list[str]], dict[st
     return get_many
 
 
-def _stamp(value: datetime | None) -> float | None:
-    return None if value is None else value.timestamp()
+def fill(entry_key: str, entry: Any, *, started: datetime, expire_at: datetime | None) -> None:
+    """Cache ``entry`` (an active session read at ``started``) with ``add``; a tombstone wins.
 
-
-def _unstamp(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
-
-
-class _Layout(NamedTuple):
-    user_model: Any
-    names: tuple[str, ...]  # the user's columns in an entry, in order: never the password
-    stamped: tuple[int, ...]  # positions of the user's DateTimeFields (aware: stored as floats)
-    signature: int
-    session_names: tuple[str, ...]  # UserSession.from_db names (model order): entry + is_active
-    keyless_names: tuple[str, ...]  # the same without ``key`` (left deferred)
-    user_columns: tuple[str, ...]  # every concrete column of each model, in order
-    session_columns: tuple[str, ...]
-
-
-def _from_db(
-    model: Any, columns: tuple[str, ...], names: tuple[str, ...], values: dict[str, Any]
-) -> Any:
-    """``model.from_db`` with one value per concrete column (DEFERRED where absent).
-
-    What ``from_db`` would build itself from ``names``; given in full, it skips that step.
+    Nothing is written once the request has run for ``TOMBSTONE_TTL / 2``: the tombstone of a
+    revoke that committed after its database read must still stand when the ``add`` arrives.
+    The entry lives ``SESSION_CACHE_TTL``, never past ``expire_at``.
     """
-    row = [values.get(column, DEFERRED) for column in columns]
-    return model.from_db(router.db_for_read(model), names, row)
-
-
-@memoize
-def _user_layout(label: str) -> _Layout:
-    from .models import UserSession
-
-    # The password hash never goes to the cache: it is left deferred on the rebuilt user.
-    user_model = get_user_model()
-    fields = [f for f in user_model._meta.concrete_fields if f.attname != "password"]
-    names = tuple(f.attname for f in fields)
-    stamped = tuple(i for i, f in enumerate(fields) if isinstance(f, DateTimeField))
-    layout_repr = repr((ENTRY_VERSION, label, names, SESSION_FIELDS))
-    signature = zlib.crc32(layout_repr.encode()) & 0x7FFFFFFF  # 31 bits: 5 bytes pickled
-    present = {*SESSION_FIELDS, "is_active"}
-    # from_db takes values in the model's field order, leaving the others deferred.
-    session_names = tuple(
-        f.attname for f in UserSession._meta.concrete_fields if f.attname in present
-    )
-    keyless_names = tuple(name for name in session_names if name != "key")
-    return _Layout(
-        user_model,
-        names,
-        stamped,
-        signature,
-        session_names,
-        keyless_names,
-        tuple(f.attname for f in user_model._meta.concrete_fields),
-        tuple(f.attname for f in UserSession._meta.concrete_fields),
-    )
-
-
-def _layout() -> _Layout:
-    return _user_layout(get_user_model()._meta.label)
-
-
-def pack(session: UserSession, user: AbstractBaseUser, *, with_key: bool = True) -> tuple[Any, ...]:
-    """Return the small tuple that the cache stores for an active session and its user.
-
-    ``with_key=False`` leaves out the token digest, for an entry filed under that digest.
-    """
-    layout = _layout()
-    values = []
-    for name in SESSION_FIELDS:
-        value = getattr(session, name)
-        if name in _TIMESTAMPS:
-            value = _stamp(value)
-        elif name == "id":
-            value = value.bytes
-        elif name == "key":
-            value = bytes.fromhex(value) if with_key else None
-        values.append(value)
-    user_values = [getattr(user, n) for n in layout.names]
-    for i in layout.stamped:
-        value = user_values[i]
-        if isinstance(value, datetime) and value.tzinfo is not None:
-            user_values[i] = value.timestamp()
-    return (layout.signature, tuple(values), tuple(user_values))
-
-
-def unpack(entry: Any, digest: str | None = None) -> tuple[UserSession, AbstractBaseUser] | None:
-    """Return ``(session, user)`` rebuilt from an entry, or None when it is not a valid entry.
-
-    ``digest`` is the token digest the entry was looked up by, for an entry that leaves it out
-    (without it, such a session's ``key`` is left deferred). Anything else found under our keys
-    (a tombstone, an entry of another version or user model, an object pickled by
-    nilva-session 0.1.x) is refused.
-    """
-    from .models import UserSession
-
-    layout = _layout()
-    if not (isinstance(entry, tuple) and len(entry) == 3 and entry[0] == layout.signature):
-        return None
-    _, session_values, user_values = entry
-    if len(session_values) != len(SESSION_FIELDS) or len(user_values) != len(layout.names):
-        return None
-    fields = dict(zip(SESSION_FIELDS, session_values, strict=True))
-    for name in _TIMESTAMPS:
-        fields[name] = _unstamp(fields[name])
-    fields["id"] = uuid.UUID(bytes=fields["id"])
-    session_names = layout.session_names
-    if fields["key"] is not None:
-        fields["key"] = fields["key"].hex()
-    elif digest is not None:
-        fields["key"] = digest
-    else:
-        session_names = layout.keyless_names
-    columns = dict(zip(layout.names, user_values, strict=True))
-    for i in layout.stamped:
-        if type(user_values[i]) is float:
-            columns[layout.names[i]] = _unstamp(user_values[i])
-    user = _from_db(layout.user_model, layout.user_columns, layout.names, columns)
-    fields["is_active"] = True
-    if session_names is layout.keyless_names:
-        del fields["key"]
-    session = _from_db(UserSession, layout.session_columns, session_names, fields)
-    session.user = user
-    return session, user
-
-
-def fill(entry_key: str, session: UserSession, user: AbstractBaseUser, now: datetime) -> None:
-    """Cache an active session with ``add``; a tombstone or a newer entry wins."""
+    now = timezone.now()
+    if now - started >= session_settings.TOMBSTONE_TTL / 2:
+        return
     timeout = session_settings.seconds("SESSION_CACHE_TTL")
-    if session.expire_at is not None:
-        timeout = min(timeout, max(1, int((session.expire_at - now).total_seconds())))
-    # Filed under the token's digest, the entry need not repeat it (see ``unpack``).
-    entry = pack(session, user, with_key=entry_key != token_key(session.key))
+    if expire_at is not None:
+        timeout = min(timeout, max(1, int((expire_at - now).total_seconds())))
     safely("add", False, get_cache().add, entry_key, entry, timeout)
 
 

@@ -13,7 +13,6 @@ from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -36,9 +35,14 @@ class EndReason(models.TextChoices):
 
 class UserSessionQuerySet(models.QuerySet["UserSession"]):
     def active(self, now: datetime | None = None) -> UserSessionQuerySet:
-        """Return the sessions that are active and not expired."""
-        now = now or timezone.now()
-        return self.filter(Q(expire_at__isnull=True) | Q(expire_at__gt=now), is_active=True)
+        """Return the live sessions: those that would authenticate at ``now`` (user aside).
+
+        Active, not expired, within ``ABSOLUTE_LIFETIME`` and not idle past ``IDLE_TIMEOUT``:
+        the rule of :func:`nilva_session.sessions.live`.
+        """
+        from .sessions import live
+
+        return live(self, now)
 
     def for_user(self, user: Any) -> UserSessionQuerySet:
         """Return the sessions of ``user`` (a user instance or primary key)."""
@@ -56,7 +60,7 @@ class UserSessionQuerySet(models.QuerySet["UserSession"]):
 
     def delete(self) -> tuple[int, dict[str, int]]:
         # A deleted live row must not stay usable through a cached copy.
-        cache.bar_sessions(self.active().values_list("id", "key"))
+        cache.bar_sessions(self.filter(is_active=True).values_list("id", "key"))
         return super().delete()
 
 

@@ -15,12 +15,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from django.db import transaction
+from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone, translation
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
-from . import cache, clients, guessing
+from . import cache, clients, codec, guessing
 from .conf import session_settings
 from .models import EndReason, UserSession, UserSessionQuerySet
 from .signals import session_created, session_revoked, session_suspended
@@ -97,14 +98,9 @@ def _make_room(user: AbstractBaseUser) -> None:
     if not limit:
         return
     type(user)._base_manager.select_for_update().filter(pk=user.pk).values_list("pk").first()
-    live = UserSession.objects.for_user(user).active().order_by("last_online", "created_at")
-    # Sessions that check_session would refuse (idle, past the absolute lifetime) hold no place.
-    now, idle = timezone.now(), session_settings.IDLE_TIMEOUT
-    if idle is not None:
-        live = live.filter(last_online__gte=now - idle)
-    if session_settings.ABSOLUTE_LIFETIME is not None:
-        live = live.filter(created_at__gt=now - session_settings.ABSOLUTE_LIFETIME)
-    ids = list(live.values_list("pk", flat=True))
+    # Only live sessions hold a place: an idle or lapsed one is refused on its next request.
+    live_sessions = live(UserSession.objects.for_user(user)).order_by("last_online", "created_at")
+    ids = list(live_sessions.values_list("pk", flat=True))
     excess = len(ids) - limit + 1
     if excess <= 0:
         return
@@ -186,10 +182,9 @@ def _authenticate(
     now = timezone.now()
     ip = clients.client_ip(request) if request is not None else None
     failures_key = guessing.counter_key(ip, now) if guard_guessing else None
-    entry, marker, failures = cache.read(entry_key, failures_key)
-    found = cache.unpack(entry, lookup.get("key")) if entry is not None else None
-    if entry is not None and found is None and entry != cache.TOMBSTONE:
-        cache.bar([entry_key])  # not ours (another version, 0.1.x): let it lapse quickly
+    digest = lookup.get("key")
+    cached = cache.lookup(entry_key, lambda entry: codec.unpack(entry, digest), failures_key)
+    found, marker, failures = cached.found, cached.marker, cached.counter
     if found is not None and session_settings.SLIDING_EXPIRY and found[0].is_expired_at(now):
         found = None  # the copy may predate a sliding extension: the database decides
     if found is not None and request is None and session_settings.IDLE_TIMEOUT is not None:
@@ -218,16 +213,57 @@ def _authenticate(
         # never made of a session the activity write finds idle.
         _record_activity(session, entry_key, marker, ip, now)
         setattr(getattr(request, "_request", request), REQUEST_ATTRIBUTE, session)
-    if entry is None and timezone.now() - now < session_settings.TOMBSTONE_TTL / 2:
-        # Fill only while the tombstone of a revoke that committed after our database read
-        # must still stand: a request stalled longer must not cache the row it read.
-        cache.fill(entry_key, session, user, now)
+    if cached.fillable:
+        _fill_cache(entry_key, session, user, now)
     return user, session
 
 
-def _past_absolute_lifetime(session: UserSession, now: datetime) -> bool:
-    cap = session_settings.ABSOLUTE_LIFETIME
-    return cap is not None and session.created_at is not None and session.created_at + cap <= now
+def _fill_cache(
+    entry_key: str, session: UserSession, user: AbstractBaseUser, now: datetime
+) -> None:
+    """Cache the session read from the database at ``now`` under ``entry_key``."""
+    # Filed under the token's digest, the entry need not repeat it (see ``codec.unpack``).
+    entry = codec.pack(session, user, with_key=entry_key != cache.token_key(session.key))
+    cache.fill(entry_key, entry, started=now, expire_at=session.expire_at)
+
+
+# --- the policy: when a session is live -----------------------------------------------------
+# Its two forms, side by side: ``lapse`` for one session in Python (authentication) and
+# ``lapsed_q`` for rows in SQL (the listing, the session limit, the admin, cleanup). The table
+# tests of test_sessions.py hold them to the same verdict on every rule and boundary.
+
+
+def lapse(session: UserSession, now: datetime, *, with_idle: bool = True) -> tuple[Any, str] | None:
+    """Return the refusal for a session whose time has run out at ``now``, or None.
+
+    Past ``expire_at``, or ``ABSOLUTE_LIFETIME`` after its login: expired; unused for longer
+    than ``IDLE_TIMEOUT`` (only checked ``with_idle``, i.e. when ``last_online`` is the
+    database's): idle. Whether it is active is the row's ``is_active``, checked apart.
+    """
+    cap, idle = session_settings.ABSOLUTE_LIFETIME, session_settings.IDLE_TIMEOUT
+    if session.is_expired_at(now):
+        return SESSION_EXPIRED
+    if cap is not None and session.created_at is not None and session.created_at + cap <= now:
+        return SESSION_EXPIRED
+    if with_idle and idle is not None and session.last_online < now - idle:
+        return SESSION_IDLE
+    return None
+
+
+def lapsed_q(now: datetime) -> Q:
+    """Return the condition on rows whose time has run out at ``now`` (see :func:`lapse`)."""
+    cap, idle = session_settings.ABSOLUTE_LIFETIME, session_settings.IDLE_TIMEOUT
+    condition = Q(expire_at__lte=now)
+    if cap is not None:
+        condition |= Q(created_at__lte=now - cap)
+    if idle is not None:
+        condition |= Q(last_online__lt=now - idle)
+    return condition
+
+
+def live(sessions: UserSessionQuerySet, now: datetime | None = None) -> UserSessionQuerySet:
+    """Return the sessions of ``sessions`` that would authenticate at ``now`` (user aside)."""
+    return sessions.filter(is_active=True).exclude(lapsed_q(now or timezone.now()))
 
 
 def check_session(
@@ -235,22 +271,23 @@ def check_session(
 ) -> None:
     """Raise :class:`SessionRefused` unless the session may authenticate now.
 
-    Active, not expired, within ``ABSOLUTE_LIFETIME`` of its login, user active, and — when
-    ``last_online`` comes from the database — not idle for longer than ``IDLE_TIMEOUT`` (a
-    cached copy's idleness is decided by the conditional activity UPDATE instead).
+    Active, not lapsed (:func:`lapse`), user active. Idleness is judged only when
+    ``last_online`` comes from the database; a cached copy's idleness is decided by the
+    conditional activity UPDATE instead.
     """
     if not session.is_active:
         raise SessionRefused(*SESSION_ENDED)
-    if session.is_expired_at(now) or _past_absolute_lifetime(session, now):
-        raise SessionRefused(*SESSION_EXPIRED)
+    refusal = lapse(session, now, with_idle=from_database)
+    if refusal == SESSION_EXPIRED:
+        raise SessionRefused(*refusal)
     if not getattr(user, "is_active", True):
         raise SessionRefused(*USER_INACTIVE)
-    idle = session_settings.IDLE_TIMEOUT
-    if from_database and idle is not None and now - session.last_online > idle:
+    if refusal == SESSION_IDLE:
         _end_idle(session, now)
 
 
 def _end_idle(session: UserSession, now: datetime) -> None:
+    """End the session if the database finds it idle (it may have just been used); raise."""
     idle_since = now - session_settings.IDLE_TIMEOUT
     revoke(UserSession.objects.filter(pk=session.pk, last_online__lt=idle_since), EndReason.IDLE)
     raise SessionRefused(*SESSION_IDLE)
@@ -318,19 +355,17 @@ def _record_activity(
     if marker is None and ip == session.last_ip and now - session.last_online < interval:
         return
     idle = session_settings.IDLE_TIMEOUT
-    live = UserSession.objects.filter(pk=session.pk, is_active=True)
-    if idle is not None:
-        live = live.filter(last_online__gte=now - idle)
+    still_live = live(UserSession.objects.filter(pk=session.pk), now)
     if not _claim_activity(entry_key, marker, ip, pending=idle is not None):
         # Another request of this session is writing; idleness is still ours to decide.
-        if idle is not None and not live.exists():
+        if idle is not None and not still_live.exists():
             _end_idle(session, now)
         return
     changes: dict[str, Any] = {"last_online": now, "last_ip": ip}
     expiry = _slid_expiry(session, now)
     if expiry is not None:
         changes["expire_at"] = expiry
-    if not live.update(**changes):
+    if not still_live.update(**changes):
         if idle is not None:
             _end_idle(session, now)
         return
@@ -420,7 +455,8 @@ def invalidate_user(user: Any) -> None:
     Called when a user row changes, so the next request re-reads the user from the database.
     Call it yourself after changing users with ``QuerySet.update()``, which sends no signal.
     """
-    cache.bar_sessions(UserSession.objects.for_user(user).active().values_list("id", "key"))
+    active = UserSession.objects.for_user(user).filter(is_active=True)  # lapsed ones may be cached
+    cache.bar_sessions(active.values_list("id", "key"))
 
 
 def current_session(request: Any) -> UserSession | None:

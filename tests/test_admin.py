@@ -8,7 +8,7 @@ import pytest
 from django.contrib.admin.sites import site
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
@@ -131,6 +131,26 @@ def test_expired_filter_no_includes_sessions_without_expiry(admin_client, user, 
     UserSession.objects.filter(pk=session.pk).update(expire_at=None)
     assert listed(admin_client.get(f"{CHANGELIST}?expired=no")) == {session.pk}
     assert listed(admin_client.get(f"{CHANGELIST}?expired=yes")) == set()
+
+
+def test_expired_filter_is_the_rule_authentication_applies(admin_client, user, open_session):
+    """Idle past IDLE_TIMEOUT or past ABSOLUTE_LIFETIME counts as expired, as on a request."""
+    live, _ = open_session(user)
+    idle, _ = open_session(user)
+    capped, _ = open_session(user)
+    at_expiry, _ = open_session(user)
+    now = timezone.now()
+    UserSession.objects.filter(pk=idle.pk).update(last_online=now - timedelta(minutes=11))
+    UserSession.objects.filter(pk=capped.pk).update(created_at=now - timedelta(days=3))
+    UserSession.objects.filter(pk=at_expiry.pk).update(expire_at=now)
+    options = {"IDLE_TIMEOUT": timedelta(minutes=10), "ABSOLUTE_LIFETIME": timedelta(days=2)}
+    with override_settings(NILVA_SESSION=options):
+        assert listed(admin_client.get(f"{CHANGELIST}?expired=yes")) == {
+            idle.pk,
+            capped.pk,
+            at_expiry.pk,
+        }
+        assert listed(admin_client.get(f"{CHANGELIST}?expired=no")) == {live.pk}
 
 
 def test_search_by_username(admin_client, sessions_present):

@@ -25,7 +25,7 @@ from django.core.cache.backends.locmem import LocMemCache
 from django.test import override_settings
 from django.utils import timezone
 
-from nilva_session import cache, sessions
+from nilva_session import cache, codec, sessions
 from nilva_session.models import UserSession
 from nilva_session.utils import hash_data
 
@@ -234,7 +234,7 @@ def test_cold_request_makes_one_query_and_one_cache_add(
     assert response.status_code == 200
     assert response.json()["session_id"] == str(session.pk)
     assert cache_spy.calls == ["get_many", "add"]
-    assert cache.unpack(raw_get(cache.token_key(session.key))) is not None
+    assert codec.unpack(raw_get(cache.token_key(session.key))) is not None
 
 
 def test_unknown_token_is_not_cached(user, api_client, cache_spy):
@@ -248,8 +248,8 @@ def test_unknown_token_is_not_cached(user, api_client, cache_spy):
 def test_cache_entry_rebuilds_the_session_and_user(user, open_session, clock):
     session, _token = open_session(user)
     session = UserSession.objects.select_related("user").get(pk=session.pk)
-    cached, cached_user = cache.unpack(cache.pack(session, session.user))
-    for name in cache.SESSION_FIELDS:
+    cached, cached_user = codec.unpack(codec.pack(session, session.user))
+    for name in codec.SESSION_FIELDS:
         assert getattr(cached, name) == getattr(session, name), name
     assert cached.is_active is True
     assert cached_user.pk == user.pk
@@ -259,9 +259,9 @@ def test_cache_entry_rebuilds_the_session_and_user(user, open_session, clock):
 
 def test_cache_entry_never_holds_the_password_hash(user, open_session):
     session, _token = open_session(user)
-    entry = cache.pack(session, user)
+    entry = codec.pack(session, user)
     assert user.password not in pickle.dumps(entry).decode("latin-1")
-    _session, cached_user = cache.unpack(entry)
+    _session, cached_user = codec.unpack(entry)
     assert "password" in cached_user.get_deferred_fields()
 
 
@@ -279,7 +279,7 @@ def test_warm_requests_never_extend_the_entry_lifetime(clock, token_client, cach
     for _ in range(14):
         clock.advance(minutes=1)
         assert client.get(WHOAMI_URL).status_code == 200
-    assert cache.unpack(raw_get(key)) is not None  # those requests were served by the entry
+    assert codec.unpack(raw_get(key)) is not None  # those requests were served by the entry
     assert remaining_ttl(key) <= ttl_at_fill - 14 * 60  # ... which they did not extend
     assert "touch" not in cache_spy.calls
     clock.advance(minutes=1, seconds=1)  # SESSION_CACHE_TTL (15 min) after the fill
@@ -291,7 +291,7 @@ def test_entry_lifetime_is_capped_at_the_session_expiry(user, open_session, api_
     assert api_client.get(WHOAMI_URL, HTTP_AUTHORIZATION=f"Token {token}").status_code == 200
     assert 5 * 60 - 1 < remaining_ttl(cache.token_key(session.key)) <= 5 * 60
     clock.advance(minutes=4, seconds=59)
-    assert cache.unpack(raw_get(cache.token_key(session.key))) is not None
+    assert codec.unpack(raw_get(cache.token_key(session.key))) is not None
     clock.advance(seconds=2)
     assert raw_get(cache.token_key(session.key)) is None
 
@@ -302,7 +302,7 @@ def test_entry_lifetime_follows_session_cache_ttl(clock, token_client):
     client.get(WHOAMI_URL)
     assert 29 < remaining_ttl(cache.token_key(session.key)) <= 30
     clock.advance(seconds=29)
-    assert cache.unpack(raw_get(cache.token_key(session.key))) is not None
+    assert codec.unpack(raw_get(cache.token_key(session.key))) is not None
     clock.advance(seconds=2)
     assert raw_get(cache.token_key(session.key)) is None
 
@@ -314,7 +314,7 @@ def test_entry_lifetime_follows_session_cache_ttl(clock, token_client):
 
 def test_revoke_between_db_read_and_fill_leaves_no_live_entry(token_client, monkeypatch):
     client, session, _token = token_client
-    real_fill = cache.fill
+    real_fill = sessions._fill_cache
     interleaved = []
 
     def revoke_then_fill(entry_key, live_session, user, now):
@@ -324,13 +324,13 @@ def test_revoke_between_db_read_and_fill_leaves_no_live_entry(token_client, monk
         interleaved.append(entry_key)
         real_fill(entry_key, live_session, user, now)
 
-    monkeypatch.setattr(cache, "fill", revoke_then_fill)
+    monkeypatch.setattr(sessions, "_fill_cache", revoke_then_fill)
     assert client.get(WHOAMI_URL).status_code == 200  # A itself started before the revoke
-    monkeypatch.setattr(cache, "fill", real_fill)
+    monkeypatch.setattr(sessions, "_fill_cache", real_fill)
 
     assert interleaved == [cache.token_key(session.key)]
     assert raw_get(cache.token_key(session.key)) == cache.TOMBSTONE
-    assert cache.unpack(raw_get(cache.token_key(session.key))) is None
+    assert codec.unpack(raw_get(cache.token_key(session.key))) is None
     response = client.get(WHOAMI_URL)
     assert response.status_code == 401
     assert response.json()["code"] == "session_ended"
@@ -340,16 +340,16 @@ def test_user_change_between_db_read_and_fill_is_seen_by_the_next_request(
     user, token_client, monkeypatch
 ):
     client, _session, _token = token_client
-    real_fill = cache.fill
+    real_fill = sessions._fill_cache
 
     def rename_then_fill(entry_key, live_session, stale_user, now):
         user.username = "alice2"
         user.save()
         real_fill(entry_key, live_session, stale_user, now)
 
-    monkeypatch.setattr(cache, "fill", rename_then_fill)
+    monkeypatch.setattr(sessions, "_fill_cache", rename_then_fill)
     assert client.get(WHOAMI_URL).json()["user"] == "alice"
-    monkeypatch.setattr(cache, "fill", real_fill)
+    monkeypatch.setattr(sessions, "_fill_cache", real_fill)
     assert client.get(WHOAMI_URL).json()["user"] == "alice2"
 
 
@@ -357,7 +357,7 @@ def test_fill_never_overwrites_a_tombstone(user, open_session, clock):
     session, _token = open_session(user)
     key = cache.token_key(session.key)
     cache.bar([key])
-    cache.fill(key, session, user, clock.now())
+    sessions._fill_cache(key, session, user, clock.now())
     assert raw_get(key) == cache.TOMBSTONE
 
 
@@ -387,7 +387,7 @@ def test_tombstone_expires_and_the_session_is_cached_again(clock, token_client):
     assert raw_get(key) == cache.TOMBSTONE  # still standing: served from the database
     clock.advance(seconds=2)
     assert client.get(WHOAMI_URL).status_code == 200
-    assert cache.unpack(raw_get(cache.token_key(session.key))) is not None
+    assert codec.unpack(raw_get(cache.token_key(session.key))) is not None
 
 
 def test_revoke_writes_the_tombstones_again_after_commit(
@@ -416,12 +416,12 @@ def _legacy_model_instance(session):
 
 
 def _wrong_signature(session):
-    real = cache.pack(session, session.user)
+    real = codec.pack(session, session.user)
     return (real[0] + 1, *real[1:])
 
 
 def _short_session_values(session):
-    real = cache.pack(session, session.user)
+    real = codec.pack(session, session.user)
     return (real[0], real[1][:-1], real[2])
 
 
@@ -444,7 +444,7 @@ def test_foreign_entry_is_ignored_and_the_database_decides(
     cache.get_cache().set(cache.token_key(session.key), make_entry(session), 300)
     with django_assert_num_queries(1):
         assert client.get(WHOAMI_URL).status_code == 200
-    assert cache.unpack(raw_get(cache.token_key(session.key))) is None  # not replaced either
+    assert codec.unpack(raw_get(cache.token_key(session.key))) is None  # not replaced either
 
 
 @pytest.mark.parametrize("make_entry", FOREIGN_ENTRIES.values(), ids=FOREIGN_ENTRIES.keys())
@@ -459,8 +459,8 @@ def test_foreign_entry_of_an_ended_session_is_refused(token_client, make_entry):
 
 
 def test_unpack_refuses_the_tombstone_and_none():
-    assert cache.unpack(cache.TOMBSTONE) is None
-    assert cache.unpack(None) is None
+    assert codec.unpack(cache.TOMBSTONE) is None
+    assert codec.unpack(None) is None
 
 
 # --------------------------------------------------------------------------------------------
@@ -500,7 +500,7 @@ def test_keys_are_built_from_the_digest_and_the_session_id(user, open_session):
 def test_key_prefixes_come_from_the_settings(token_client):
     client, session, _token = token_client
     client.get(WHOAMI_URL)
-    assert cache.unpack(raw_get(f"app:tok:{session.key}")) is not None
+    assert codec.unpack(raw_get(f"app:tok:{session.key}")) is not None
 
 
 # --------------------------------------------------------------------------------------------
@@ -596,4 +596,4 @@ def test_first_cache_failure_is_logged_even_right_after_boot(monkeypatch, caplog
 
 
 def test_read_on_a_broken_cache_is_a_miss(failing_cache):
-    assert cache.read(cache.token_key("0" * 64)) == (None, None, None)
+    assert cache.lookup(cache.token_key("0" * 64), codec.unpack)[:3] == (None, None, None)

@@ -21,7 +21,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from nilva_session import cache, clients, guessing
+from nilva_session import cache, clients, codec, guessing, sessions
 from nilva_session.models import UserSession
 from nilva_session.utils import hash_data
 
@@ -132,8 +132,12 @@ def test_a_redis_that_is_down_is_a_logged_miss(caplog, monkeypatch):
         }
     }
     with override_settings(CACHES=caches), caplog.at_level(logging.WARNING, "nilva_session.cache"):
-        assert cache.read("nilva_session:t:abc", "counter") == (None, None, None)
-        assert cache.read("nilva_session:t:abc") == (None, None, None)
+        assert cache.lookup("nilva_session:t:abc", codec.unpack, "counter")[:3] == (
+            None,
+            None,
+            None,
+        )
+        assert cache.lookup("nilva_session:t:abc", codec.unpack)[:3] == (None, None, None)
     warnings = [r for r in caplog.records if "Cache read failed" in r.getMessage()]
     assert len(warnings) == 1  # once per burst
 
@@ -182,7 +186,7 @@ def test_an_owed_tombstone_is_paid_on_the_fast_read(real_redis, monkeypatch):
     monkeypatch.setattr(cache, "unwritten", cache._UnwrittenTombstones())
     real_redis.set("k", ("stale", "entry"), 60)
     cache.unwritten.add(["k"])
-    entry, _marker, _counter = cache.read("k")
+    entry, _marker, _counter, _fillable = cache.lookup("k", lambda entry: entry)
     assert entry is None  # owed here: not trusted
     assert real_redis.get("k") == cache.TOMBSTONE
     assert not cache.unwritten.keys
@@ -204,7 +208,7 @@ def logged_in(user, open_session):
 def test_entry_of_a_session_is_small(logged_in):
     session, _token = logged_in
     assert len(session.user_agent) == len(DESKTOP_UA) > 100
-    entry = cache.pack(session, session.user, with_key=False)
+    entry = codec.pack(session, session.user, with_key=False)
     assert len(pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)) <= 300
     assert 0 <= entry[0] < 2**31  # the signature pickles in 5 bytes
 
@@ -212,9 +216,9 @@ def test_entry_of_a_session_is_small(logged_in):
 def test_user_datetimes_are_stored_as_timestamps_and_come_back_equal(logged_in):
     session, _token = logged_in
     user = session.user
-    entry = cache.pack(session, user)
+    entry = codec.pack(session, user)
     assert not any(isinstance(value, timezone.datetime) for value in entry[2])
-    _session, cached_user = cache.unpack(entry)
+    _session, cached_user = codec.unpack(entry)
     assert cached_user.last_login == user.last_login
     assert cached_user.date_joined == user.date_joined
     assert cached_user.date_joined.utcoffset() == timedelta(0)
@@ -224,28 +228,28 @@ def test_a_user_without_last_login_keeps_none(user, open_session):
     session, _token = open_session(user)
     session = UserSession.objects.select_related("user").get(pk=session.pk)
     assert session.user.last_login is None
-    _session, cached_user = cache.unpack(cache.pack(session, session.user))
+    _session, cached_user = codec.unpack(codec.pack(session, session.user))
     assert cached_user.last_login is None
 
 
 def test_entry_filed_under_the_digest_leaves_the_digest_out(logged_in):
     session, token = logged_in
     digest = hash_data(token)
-    cache.fill(cache.token_key(digest), session, session.user, timezone.now())
-    cache.fill(cache.session_key(session.pk), session, session.user, timezone.now())
+    sessions._fill_cache(cache.token_key(digest), session, session.user, timezone.now())
+    sessions._fill_cache(cache.session_key(session.pk), session, session.user, timezone.now())
     by_token = cache.get_cache().get(cache.token_key(digest))
     by_id = cache.get_cache().get(cache.session_key(session.pk))
-    assert by_token[1][cache.SESSION_FIELDS.index("key")] is None
-    assert by_id[1][cache.SESSION_FIELDS.index("key")] == bytes.fromhex(digest)
-    rebuilt, _user = cache.unpack(by_token, digest)
+    assert by_token[1][codec.SESSION_FIELDS.index("key")] is None
+    assert by_id[1][codec.SESSION_FIELDS.index("key")] == bytes.fromhex(digest)
+    rebuilt, _user = codec.unpack(by_token, digest)
     assert rebuilt.key == digest
-    rebuilt, _user = cache.unpack(by_id)
+    rebuilt, _user = codec.unpack(by_id)
     assert rebuilt.key == digest
 
 
 def test_keyless_entry_without_the_digest_reads_the_key_from_the_database(logged_in):
     session, _token = logged_in
-    rebuilt, _user = cache.unpack(cache.pack(session, session.user, with_key=False))
+    rebuilt, _user = codec.unpack(codec.pack(session, session.user, with_key=False))
     assert "key" in rebuilt.get_deferred_fields()
     with CaptureQueriesContext(connection) as queries:
         assert rebuilt.key == session.key
@@ -258,7 +262,7 @@ def test_warm_request_by_token_is_served_from_a_keyless_entry(
     client, session, token = token_client
     assert client.get("/api/whoami/").status_code == 200  # fills
     entry = cache.get_cache().get(cache.token_key(hash_data(token)))
-    assert entry[1][cache.SESSION_FIELDS.index("key")] is None
+    assert entry[1][codec.SESSION_FIELDS.index("key")] is None
     with django_assert_num_queries(0):
         response = client.get("/api/whoami/")
     assert response.status_code == 200

@@ -206,3 +206,29 @@ def test_invalid_options_raise_command_error(population, args):
         run(*args)
     keep, delete = population
     assert remaining() == pks(keep) | pks(delete)
+
+
+def test_deletes_what_authentication_refuses_for_time_and_keeps_ended_sessions_for_retention(
+    user,
+):
+    """The rule of ``sessions.live``: idle and capped sessions go; ended ones wait out retention."""
+    with override_settings(
+        NILVA_SESSION={
+            "IDLE_TIMEOUT": timedelta(minutes=10),
+            "ABSOLUTE_LIFETIME": timedelta(days=2),
+        }
+    ):
+        live = make_session(user, last_online_ago=timedelta(minutes=9))
+        make_session(user, last_online_ago=timedelta(minutes=11))
+        capped = make_session(user)
+        UserSession.objects.filter(pk=capped.pk).update(
+            created_at=timezone.now() - timedelta(days=3)
+        )
+        ended_idle = make_session(
+            user, ended_ago=timedelta(days=1), last_online_ago=timedelta(days=1)
+        )
+        ended_expired = make_session(
+            user, expire_in=-timedelta(hours=1), ended_ago=timedelta(days=1)
+        )
+        run()
+    assert remaining() == {live.pk, ended_idle.pk, ended_expired.pk}

@@ -21,7 +21,7 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from nilva_session import cache, sessions
+from nilva_session import cache, codec, sessions
 from nilva_session.models import UserSession
 
 from .conftest import FakeRequest
@@ -90,7 +90,7 @@ def entry_key(session: UserSession, by_id: bool) -> str:
 def assert_ended_everywhere(session: UserSession, token: str) -> None:
     for by_id in (False, True):
         assert attempt(token, session, by_id=by_id) == "session_ended"
-        assert cache.unpack(cache.get_cache().get(entry_key(session, by_id))) is None
+        assert codec.unpack(cache.get_cache().get(entry_key(session, by_id))) is None
     assert UserSession.objects.get(pk=session.pk).is_active is False
 
 
@@ -132,13 +132,13 @@ def test_revoke_racing_a_cold_fill_never_leaves_a_live_entry(redis_cache, user, 
 
 
 class HeldFill:
-    """Wraps ``cache.fill``: the filling thread stops after its DB read until released."""
+    """Wraps ``sessions._fill_cache``: the filling thread stops after its DB read until released."""
 
     def __init__(self, monkeypatch) -> None:
         self.read_done = threading.Event()
         self.release = threading.Event()
         self.filled_at: float | None = None
-        original = cache.fill
+        original = sessions._fill_cache
 
         def held(*args: Any, **kwargs: Any) -> None:
             self.read_done.set()
@@ -146,7 +146,7 @@ class HeldFill:
             self.filled_at = time.monotonic()
             original(*args, **kwargs)
 
-        monkeypatch.setattr(cache, "fill", held)
+        monkeypatch.setattr(sessions, "_fill_cache", held)
 
 
 @pytest.mark.parametrize("by_id", [False, True], ids=["token", "session_id"])

@@ -24,7 +24,7 @@ from django.db import connection
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from nilva_session import cache
+from nilva_session import cache, codec
 from nilva_session.models import UserSession
 
 from .conftest import DESKTOP_UA, PASSWORD
@@ -181,10 +181,10 @@ def test_redis_killed_while_requests_flow(redis_of_our_own, user, open_session, 
     assert "serving sessions from the database" in warnings[0].getMessage()
     # Redis is back and used again: the live session is cached, the ended ones are not.
     assert client_for(live_token).get(WHOAMI).status_code == 200
-    assert cache.unpack(cache.get_cache().get(cache.token_key(live.key))) is not None
+    assert codec.unpack(cache.get_cache().get(cache.token_key(live.key))) is not None
     for session, token in ((ended_before, ended_before_token), (ended_during, ended_during_token)):
         assert client_for(token).get(WHOAMI).status_code == 401
-        assert cache.unpack(cache.get_cache().get(cache.token_key(session.key))) is None
+        assert codec.unpack(cache.get_cache().get(cache.token_key(session.key))) is None
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,7 +277,7 @@ def test_session_ended_while_redis_kept_its_data_stays_ended(
     for token in (live_token, victim_token):
         assert client_for(token).get(WHOAMI).status_code == 200
     entry_key = cache.token_key(victim.key)
-    assert cache.unpack(cache.get_cache().get(entry_key)) is not None  # the warm entry
+    assert codec.unpack(cache.get_cache().get(entry_key)) is not None  # the warm entry
 
     trouble = outage(server)
     trouble.begin()

@@ -45,7 +45,7 @@ from rest_framework.test import APIClient, APIRequestFactory
 from rest_framework.views import APIView
 from rest_framework_simplejwt.tokens import AccessToken
 
-from nilva_session import cache, checks, sessions
+from nilva_session import cache, checks, codec, sessions
 from nilva_session.apis import ListDestroyActiveSessionsApi
 from nilva_session.backends import UserSessionDBJwtAuthentication
 from nilva_session.models import EndReason, UserSession
@@ -213,7 +213,7 @@ def entry_keys(session: UserSession) -> list[str]:
 def is_cached(device) -> bool:
     session = session_row(device)
     key = cache.token_key(session.key) if device.kind == "token" else cache.session_key(session.pk)
-    return cache.unpack(cache.get_cache().get(key)) is not None
+    return codec.unpack(cache.get_cache().get(key)) is not None
 
 
 def lapse_activity_markers(*devices) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import itertools
 from datetime import timedelta
 
+import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-from nilva_session import cache, sessions
+from nilva_session import cache, codec, sessions
 from nilva_session.backends import UserSessionDBTokenAuthentication
 from nilva_session.models import EndReason, UserSession
 from nilva_session.signals import session_created, session_revoked
@@ -34,7 +36,7 @@ def refusal(response) -> str:
 def warm(client, session) -> None:
     """Make one request so the session is cached."""
     assert client.get(WHOAMI_URL).status_code == 200
-    assert cache.unpack(cache.get_cache().get(cache.token_key(session.key))) is not None
+    assert codec.unpack(cache.get_cache().get(cache.token_key(session.key))) is not None
 
 
 # --------------------------------------------------------------------------------------------
@@ -514,3 +516,93 @@ def test_revoke_of_nothing_makes_one_query_and_no_cache_write(db, cache_spy):
         assert sessions.revoke(UserSession.objects.none()) == 0
     assert len(queries) <= 1
     assert cache_spy.writes == []
+
+
+# --------------------------------------------------------------------------------------------
+# the policy: when a session is live (lapse for one session, lapsed_q / live for rows)
+# --------------------------------------------------------------------------------------------
+
+NOW = timezone.now().replace(microsecond=500_000)
+TICK = timedelta(microseconds=1)
+HOUR, IDLE = timedelta(hours=1), timedelta(minutes=10)
+
+LIVENESS_TABLE = [
+    # (case, row values, settings, refusal of check_session, verdict of the time rule alone)
+    ("fresh", {}, {}, None, None),
+    ("ended", {"is_active": False}, {}, "session_ended", None),
+    ("no expiry", {"expire_at": None}, {}, None, None),
+    ("expires in a tick", {"expire_at": NOW + TICK}, {}, None, None),
+    ("expires now", {"expire_at": NOW}, {}, "session_expired", "session_expired"),
+    ("expired", {"expire_at": NOW - HOUR}, {}, "session_expired", "session_expired"),
+    (
+        "ended and expired",
+        {"is_active": False, "expire_at": NOW - HOUR},
+        {},
+        "session_ended",
+        "session_expired",
+    ),
+    (
+        "cap: a tick left",
+        {"created_at": NOW - HOUR + TICK},
+        {"ABSOLUTE_LIFETIME": HOUR},
+        None,
+        None,
+    ),
+    (
+        "cap: reached",
+        {"created_at": NOW - HOUR},
+        {"ABSOLUTE_LIFETIME": HOUR},
+        "session_expired",
+        "session_expired",
+    ),
+    ("cap off", {"created_at": NOW - 100 * HOUR}, {}, None, None),
+    ("idle: exactly", {"last_online": NOW - IDLE}, {"IDLE_TIMEOUT": IDLE}, None, None),
+    (
+        "idle: a tick past",
+        {"last_online": NOW - IDLE - TICK},
+        {"IDLE_TIMEOUT": IDLE},
+        "session_idle",
+        "session_idle",
+    ),
+    ("idle off", {"last_online": NOW - 100 * HOUR}, {}, None, None),
+    (
+        "expired wins over idle",
+        {"expire_at": NOW - TICK, "last_online": NOW - HOUR},
+        {"IDLE_TIMEOUT": IDLE},
+        "session_expired",
+        "session_expired",
+    ),
+]
+
+
+def _row_as(user, values):
+    session, _token = sessions.open_session(user, FakeRequest())
+    row = {"expire_at": NOW + HOUR, "created_at": NOW - IDLE, "last_online": NOW, **values}
+    UserSession.objects.filter(pk=session.pk).update(**row)
+    return UserSession.objects.select_related("user").get(pk=session.pk)
+
+
+@pytest.mark.parametrize(
+    ("values", "options", "code", "time_rule"),
+    [case[1:] for case in LIVENESS_TABLE],
+    ids=[case[0] for case in LIVENESS_TABLE],
+)
+def test_one_rule_decides_liveness_for_a_session_and_for_rows(
+    user, values, options, code, time_rule
+):
+    """``check_session`` (one session) and ``live`` (rows: listing, cap, admin, cleanup) agree."""
+    with nilva_settings(**options):
+        session = _row_as(user, values)
+        rows = UserSession.objects.filter(pk=session.pk)
+        listed = sessions.live(rows, NOW).exists()
+        assert listed is (code is None)
+        assert rows.active(NOW).exists() is listed
+        assert rows.filter(sessions.lapsed_q(NOW)).exists() is (time_rule is not None)
+        found = sessions.lapse(session, NOW)
+        assert (found[1] if found else None) == time_rule
+        if code is None:
+            sessions.check_session(session, session.user, NOW)
+        else:
+            with pytest.raises(sessions.SessionRefused) as refused:
+                sessions.check_session(session, session.user, NOW)
+            assert refused.value.code == code

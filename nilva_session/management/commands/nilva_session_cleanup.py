@@ -10,17 +10,20 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
 from django.utils import timezone
 
+from nilva_session import sessions
 from nilva_session.conf import session_settings
 from nilva_session.models import UserSession, UserSessionQuerySet
 
 
 def stale_sessions(now: Any, retention: timedelta) -> UserSessionQuerySet:
-    """Return expired sessions and sessions ended before ``now - retention``."""
+    """Return the sessions to delete: active ones that can no longer authenticate (expired,
+    past ``ABSOLUTE_LIFETIME``, idle: ``sessions.lapsed_q``), and those ended before
+    ``now - retention`` (an ended session is kept that long, whatever its expiry)."""
     cutoff = now - retention
     ended_long_ago = Q(is_active=False) & (
         Q(ended_at__lt=cutoff) | Q(ended_at__isnull=True, last_online__lt=cutoff)
     )
-    return UserSession.objects.filter(Q(expire_at__lt=now) | ended_long_ago)
+    return UserSession.objects.filter((Q(is_active=True) & sessions.lapsed_q(now)) | ended_long_ago)
 
 
 class Command(BaseCommand):
