@@ -7,8 +7,10 @@ Playwright for Python drives Debian's Chromium (``apt-get install chromium``; ne
 --ds=tests.settings_browser`` and fails if anything there fails or skips. Without Chromium (or
 Playwright) the tests fail when ``CI`` is set and are skipped otherwise.
 
-Screenshots of every step go to ``artifacts/browser/``; the README pictures ``docs/demo.png``
-and ``docs/demo-phone.png`` are written by ``TestDemoPage.test_readme_screenshots``.
+Screenshots of every step go to ``artifacts/browser/``, the README pictures too
+(``TestDemoPage.test_readme_screenshots``). A test never writes to the repository: ``./dev
+screenshots`` sets ``NILVA_SCREENSHOTS_DIR=docs`` to renew ``docs/demo.png`` and
+``docs/demo-phone.png``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ except ImportError:  # require_browser() says so
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts" / "browser"
-DOCS = ROOT / "docs"
+# Where the README pictures go: artifacts/ unless ``./dev screenshots`` names docs/.
+PICTURES = ROOT / os.environ.get("NILVA_SCREENSHOTS_DIR", "artifacts/browser/readme")
 CHROMIUM = os.environ.get("NILVA_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -440,17 +443,17 @@ class TestDemoPage:
         expect(desktop.card("Mobile Safari on iOS").locator("time").first).to_have_text(
             "2 minutes ago"
         )
-        DOCS.mkdir(exist_ok=True)
+        PICTURES.mkdir(parents=True, exist_ok=True)
         desktop.page.set_viewport_size({"width": 920, "height": 400})  # the page's own height
-        desktop.page.screenshot(path=DOCS / "demo.png", full_page=True)
+        desktop.page.screenshot(path=PICTURES / "demo.png", full_page=True)
         # Seen from the phone, the phone is the one active just now.
         last_active({IPHONE_UA: timedelta(0), DESKTOP_UA: timedelta(minutes=4)})
         phone.focus()
         expect(phone.cards).to_have_count(3)
         expect(phone.card("Chrome on Windows").locator("time").first).to_have_text("4 minutes ago")
-        phone.page.screenshot(path=DOCS / "demo-phone.png", full_page=True)
-        shutil.copy(DOCS / "demo.png", ARTIFACTS / "13-readme-desktop.png")
-        shutil.copy(DOCS / "demo-phone.png", ARTIFACTS / "13-readme-phone.png")
+        phone.page.screenshot(path=PICTURES / "demo-phone.png", full_page=True)
+        shutil.copy(PICTURES / "demo.png", ARTIFACTS / "13-readme-desktop.png")
+        shutil.copy(PICTURES / "demo-phone.png", ARTIFACTS / "13-readme-phone.png")
 
         for picture in ("demo.png", "demo-phone.png"):
-            assert (DOCS / picture).stat().st_size < 300_000, picture
+            assert (PICTURES / picture).stat().st_size < 300_000, picture
