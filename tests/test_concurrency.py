@@ -370,3 +370,56 @@ def test_a_burst_on_a_live_session_with_idle_timeout_is_accepted_whole(
         results = join_all(*(in_thread(request) for _ in range(BURST)))
         assert results == ["ok"] * BURST, results
     assert row(session).is_active is True
+
+
+# --------------------------------------------------------------------------------------------
+# the login budget under concurrent attempts
+# --------------------------------------------------------------------------------------------
+
+ATTEMPTS, LOGIN_BUDGET = 40, 10
+
+
+def _clear_of_a_window_edge(period: int = 60, margin: float = 5.0) -> None:
+    """Wait until the fixed window has at least ``margin`` seconds left (bounded: one margin)."""
+    left = period - time.time() % period
+    if left < margin:
+        time.sleep(left + 0.05)
+
+
+def test_the_username_budget_holds_under_40_simultaneous_attempts(redis_cache, settings):
+    """40 threads, 40 client IPs, one username, a budget of 10: exactly 10 are let through."""
+    from rest_framework.parsers import JSONParser
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    from nilva_session.throttling import LoginUsernameThrottle
+
+    settings.NILVA_SESSION = {**settings.NILVA_SESSION, "LOGIN_THROTTLE_RATE": "10/min"}
+    outcomes: Counter[bool] = Counter()
+    for round_ in range(3):
+        username = f"victim{round_}-{time.time_ns()}"
+        requests = [
+            Request(
+                APIRequestFactory().post(
+                    "/api/sessions/login/",
+                    {"username": username, "password": "wrong"},
+                    format="json",
+                    REMOTE_ADDR=f"198.51.100.{i + 1}",
+                ),
+                parsers=[JSONParser()],
+            )
+            for i in range(ATTEMPTS)
+        ]
+        _clear_of_a_window_edge()
+        start = threading.Barrier(ATTEMPTS, timeout=10)
+
+        def attempt_login(request, start=start) -> bool:
+            cache.get_cache().get("warm")  # connect before the start, not in the race
+            start.wait()
+            return LoginUsernameThrottle().allow_request(request, None)
+
+        pairs = [in_thread(lambda request=request: attempt_login(request)) for request in requests]
+        allowed = join_all(*pairs)
+        outcomes.update(allowed)
+        assert allowed.count(True) == LOGIN_BUDGET, allowed.count(True)
+    print(f"\n40 simultaneous attempts x 3 rounds, budget 10: {dict(outcomes)}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth import user_login_failed
+from django.contrib.auth import get_user_model, user_login_failed
 from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
 from django.test import override_settings
@@ -154,6 +154,7 @@ def test_budget_comes_back_after_the_window(user, throttled, clock):
 
 
 def test_budget_does_not_come_back_before_the_window(user, throttled, clock):
+    clock.advance(60 - clock.now % 60)  # the start of a window (fixed: aligned to the clock)
     client = client_from("198.51.100.1")
     for i in range(BUDGET):
         attempt(client, f"user{i}")
@@ -161,6 +162,16 @@ def test_budget_does_not_come_back_before_the_window(user, throttled, clock):
     clock.advance(59)
 
     assert_throttled(attempt(client, "alice", PASSWORD))
+
+
+def test_retry_after_is_the_rest_of_the_window(user, throttled, clock):
+    clock.advance(60 - clock.now % 60 + 15)  # 15 s into a window
+    client = client_from("198.51.100.1")
+    for i in range(BUDGET):
+        attempt(client, f"user{i}")
+    refused = attempt(client, "alice", PASSWORD)
+    assert_throttled(refused)
+    assert int(refused["Retry-After"]) == 45
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,8 +227,8 @@ def test_username_throttle_key_is_short_for_a_huge_username():
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"username": ""}, {"username": 5}, {"username": ["alice"]}, ["alice"]],
-    ids=["missing", "empty", "number", "list", "list-body"],
+    [{}, {"username": ""}, {"username": True}, {"username": ["alice"]}, ["alice"]],
+    ids=["missing", "empty", "bool", "list", "list-body"],
 )
 def test_username_throttle_skips_requests_without_a_username_string(body):
     request = APIRequestFactory().post(LOGIN_URL, body, format="json")
@@ -403,3 +414,62 @@ def test_username_budget_reads_the_user_models_username_field(monkeypatch):
     assert throttle.get_username({"email": "a@example.com"}) == "a@example.com"
     assert throttle.get_username({"username": "alice"}) == "alice"
     assert throttle.get_username({"password": "x"}) is None
+
+
+# --------------------------------------------------------------------------------------------
+# one budget per username, however it is written (JSON type, spaces, Unicode form, case)
+# --------------------------------------------------------------------------------------------
+
+
+def username_key(username, url=LOGIN_URL):
+    request = APIRequestFactory().post(url, {"username": username}, format="json")
+    return LoginUsernameThrottle().get_cache_key(Request(request, parsers=[JSONParser()]), None)
+
+
+@pytest.mark.parametrize(
+    ("spelling", "canonical"),
+    [
+        (5551234, "5551234"),
+        (12.5, "12.5"),
+        ("bob   ", "bob"),
+        ("  bob", "bob"),
+        ("\tbob\n", "bob"),
+        ("BOB ", "bob"),
+        ("\uff42\uff4f\uff42", "bob"),  # fullwidth: NFKC makes it "bob"
+        ("Stra\u00dfe", "STRASSE"),  # case-folding, as before
+    ],
+)
+def test_every_spelling_of_a_username_shares_its_budget(spelling, canonical):
+    assert username_key(spelling) == username_key(canonical)
+    assert username_key(spelling) is not None
+
+
+@pytest.mark.parametrize("url", [LOGIN_URL, TOKEN_URL])
+def test_a_json_number_spends_the_budget_of_that_username(db, url, throttled):
+    UserModel = get_user_model()
+    UserModel.objects.create_user("5551234", password=PASSWORD)
+    reached = []
+    receiver = lambda **kwargs: reached.append(1)  # noqa: E731
+    user_login_failed.connect(receiver)
+    try:
+        answers = [
+            attempt(client_from(f"198.51.100.{i + 1}"), 5551234, url=url).status_code
+            for i in range(BUDGET * 3)
+        ]
+    finally:
+        user_login_failed.disconnect(receiver)
+    assert answers[:BUDGET] == [400 if url == LOGIN_URL else 401] * BUDGET
+    assert set(answers[BUDGET:]) == {429}
+    assert len(reached) == BUDGET  # only the budget reached the password check
+    # ... and the string spelling, with the right password, is refused as well.
+    assert_throttled(attempt(client_from("192.0.2.200"), "5551234", PASSWORD, url=url))
+
+
+@pytest.mark.parametrize("url", [LOGIN_URL, TOKEN_URL])
+def test_spaces_around_a_username_give_no_fresh_budget(user, url, throttled):
+    for i in range(BUDGET):
+        attempt(client_from(f"198.51.100.{i + 1}"), "alice", url=url)
+    for n in range(1, 6):
+        assert_throttled(attempt(client_from(f"203.0.113.{n}"), "alice" + " " * n, url=url))
+    assert_throttled(attempt(client_from("192.0.2.200"), "alice   ", PASSWORD, url=url))
+    assert not UserSession.objects.exists()

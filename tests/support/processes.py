@@ -74,9 +74,12 @@ def call(
 class Gunicorn:
     """``python -m gunicorn demo.wsgi -w N`` in ``example/``; stopped by its own process group."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, workers: int = 4) -> None:
+    def __init__(
+        self, env: dict[str, str], log_dir: Path, workers: int = 4, threads: int = 1
+    ) -> None:
         self.port = free_port()
         self.workers = workers
+        self.threads = threads  # over 1: gunicorn's gthread workers, requests in parallel
         self.env = env
         self.access_log = log_dir / "access.log"
         self.error_log = log_dir / "error.log"
@@ -93,6 +96,8 @@ class Gunicorn:
                     "demo.wsgi",
                     "-w",
                     str(self.workers),
+                    "--threads",
+                    str(self.threads),
                     "-b",
                     f"127.0.0.1:{self.port}",
                     "--max-requests",
