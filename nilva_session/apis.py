@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 from django.contrib.auth import user_logged_out
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -18,6 +19,7 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from . import sessions
 from .models import EndReason, UserSession, UserSessionQuerySet
+from .parsers import replace_json_parser
 from .serializers import (
     LoginSerializer,
     ReauthenticateSerializer,
@@ -48,6 +50,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     Validation errors also keep the per-field messages under ``errors``; DRF's and simplejwt's
     own errors (404, 405, 415, 429, bad credentials) get their DRF code.
     """
+    if isinstance(exc, SuspiciousOperation):
+        # Django answers these (too many fields, a body too big) with its HTML 400 page.
+        exc = _bad_request(exc)
     response = drf_exception_handler(exc, context)
     if response is None or not isinstance(exc, exceptions.APIException):
         return response
@@ -64,11 +69,25 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
+def _bad_request(exc: SuspiciousOperation) -> exceptions.APIException:
+    """Return the 400 for a request Django finds suspicious; its message is not echoed."""
+    if isinstance(exc, TooManyFieldsSent):
+        detail, code = _("The request has too many fields."), "too_many_fields"
+    elif isinstance(exc, RequestDataTooBig):
+        detail, code = _("The request body is too large."), "request_too_large"
+    else:
+        detail, code = _("Bad request."), "bad_request"
+    return exceptions.ValidationError({"detail": detail, "code": code})
+
+
 class SessionAPIView(APIView):
-    """Base view: nilva-session's error shape."""
+    """Base view: nilva-session's error shape, and a JSON parser that never gives a 500."""
 
     def get_exception_handler(self) -> Any:
         return exception_handler
+
+    def get_parsers(self) -> list[Any]:
+        return replace_json_parser(super().get_parsers())
 
 
 def _user_sessions(request: Request) -> UserSessionQuerySet:
@@ -154,8 +173,24 @@ class ListDestroyActiveSessionsApi(SessionAPIView):
         )
         return Response(serializer.data)
 
+    #: The query parameters ``DELETE`` reads; ``token_id[]`` is how axios and PHP spell a list.
+    delete_parameters = ("token_id", "token_id[]")
+
     def delete(self, request: Request) -> Response:
-        raw_ids = request.query_params.getlist("token_id")
+        unknown = sorted(set(request.query_params) - set(self.delete_parameters))
+        if unknown:
+            # A misspelt parameter must not fall back to "no ids" = end every other session.
+            shown = unknown[0] if len(unknown[0]) <= 40 else unknown[0][:40] + "…"
+            raise exceptions.ValidationError(
+                {
+                    "detail": _("Unknown query parameter “%(name)s”; use token_id.")
+                    % {"name": shown},
+                    "code": "unknown_parameter",
+                }
+            )
+        raw_ids = [
+            raw for name in self.delete_parameters for raw in request.query_params.getlist(name)
+        ]
         if len(raw_ids) > MAX_IDS_PER_DELETE:
             message = _("Too many token_id values (at most %(limit)d).")
             raise exceptions.ValidationError({"detail": message % {"limit": MAX_IDS_PER_DELETE}})

@@ -15,12 +15,13 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.exceptions import InvalidToken
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken, Token
 
 from . import guessing, sessions
 from .conf import session_settings
-from .jwt import owner_check, require_owner
+from .jwt import UNREADABLE_CLAIMS, owner_check, require_owner
 from .models import UserSession
 
 if TYPE_CHECKING:
@@ -119,6 +120,15 @@ class UserSessionDBJwtAuthentication(JWTAuthentication):
         validated_token = self.get_validated_token(raw_token)
         self.request = request
         return self.get_user(validated_token), validated_token
+
+    def get_validated_token(self, raw_token: bytes) -> Token:
+        """Return the validated token, or raise ``InvalidToken`` (401), never a 500."""
+        try:
+            return super().get_validated_token(raw_token)
+        except UNREADABLE_CLAIMS:  # e.g. exp=10**30 in a validly signed token
+            raise InvalidToken(
+                {"detail": sessions.INVALID_TOKEN[0], "code": "token_not_valid"}
+            ) from None
 
     def get_header(self, request: Request) -> bytes:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken, Token
 
@@ -22,6 +23,21 @@ if TYPE_CHECKING:
     from .models import UserSession
 
 TokenT = TypeVar("TokenT", bound=Token)
+
+# What simplejwt lets escape from a validly signed token with claims it cannot read:
+# exp=10**30 (OverflowError, or ValueError "year out of range"), a list where a number goes.
+UNREADABLE_CLAIMS = (OverflowError, ValueError, TypeError, OSError)
+
+
+def verified(token_class: type[TokenT], raw: Any) -> TokenT:
+    """Return ``token_class(raw)`` (signature, ``exp``, type checked), or raise ``TokenError``.
+
+    Claims out of range or of the wrong type are a ``TokenError`` too, never a 500.
+    """
+    try:
+        return token_class(raw)
+    except UNREADABLE_CLAIMS:
+        raise TokenError(str(sessions.INVALID_TOKEN[0])) from None
 
 
 def cap_expiry(token: TokenT, session: UserSession) -> TokenT:

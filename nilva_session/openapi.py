@@ -320,6 +320,8 @@ TOKEN_ID = OpenApiParameter(
     description=(
         "Sessions to end (repeat the parameter; at most 100). Ids that are unknown or not the"
         " user's change nothing. Without it, every session but the current one ends."
+        " `token_id[]` is accepted as the same parameter; any other parameter is refused"
+        " (400 `unknown_parameter`), so a misspelt one never ends every other session."
     ),
 )
 
@@ -424,7 +426,11 @@ class ActiveSessionsSchema(_ViewSchema):
             parameters=[TOKEN_ID],
             responses={
                 204: NO_CONTENT,
-                400: error("A `token_id` is not a UUID, or more than 100 were given."),
+                400: error(
+                    "A `token_id` is not a UUID, more than 100 were given (`invalid`), a query"
+                    " parameter other than `token_id` / `token_id[]` (`unknown_parameter`), or"
+                    " over 1,000 query fields (`too_many_fields`)."
+                ),
                 **AUTHENTICATED_ERRORS,
             },
         ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any, cast
 
-from django.contrib.auth import authenticate, user_logged_in
+from django.contrib.auth import authenticate, get_user_model, user_logged_in
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, serializers
@@ -18,7 +18,14 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from . import sessions
 from .authentication import UserSessionDBJwtAuthentication, refused
 from .conf import session_settings
-from .jwt import access_token_for_session, bind_to_session, cap_expiry, owner_check, require_owner
+from .jwt import (
+    access_token_for_session,
+    bind_to_session,
+    cap_expiry,
+    owner_check,
+    require_owner,
+    verified,
+)
 from .models import EndReason, UserSession
 
 if TYPE_CHECKING:
@@ -191,7 +198,7 @@ def _session_of(refresh: RefreshToken, request: Any) -> tuple[Any, UserSession]:
 
 def _verified_refresh(raw: str) -> RefreshToken:
     try:
-        return RefreshToken(raw)  # type: ignore[arg-type]  # simplejwt types the raw token as Token
+        return verified(RefreshToken, raw)
     except TokenError as error:
         raise InvalidToken(error.args[0]) from None
 
@@ -223,6 +230,18 @@ class TokenSessionRefreshSerializer(serializers.Serializer[Any]):
         return data
 
 
+def _is_user_id(value: Any) -> bool:
+    """Return True if ``value`` could be a value of the user model's ``USER_ID_FIELD``."""
+    if value is None or isinstance(value, (bool, list, dict)):
+        return False
+    field = get_user_model()._meta.get_field(jwt_settings.USER_ID_FIELD)
+    try:
+        field.to_python(value)  # type: ignore[union-attr]  # a concrete field, not a relation
+    except (DjangoValidationError, TypeError, ValueError, OverflowError):
+        return False
+    return True
+
+
 class TokenSessionBlacklistSerializer(serializers.Serializer[None]):
     """Logout for JWT clients: ends the refresh token's own session and blacklists the token."""
 
@@ -237,22 +256,22 @@ class TokenSessionBlacklistSerializer(serializers.Serializer[None]):
             session_id = None
         if session_id is None:
             raise InvalidToken(str(_("Token contained no recognizable session id.")))
+        if not _is_user_id(refresh.payload.get(jwt_settings.USER_ID_CLAIM)):
+            raise InvalidToken(str(_("Token contained no recognizable user identification")))
         attrs["refresh_token"], attrs["session_id"] = refresh, session_id
         return attrs
 
     def save(self, **kwargs: Any) -> None:
         refresh: RefreshToken = self.validated_data["refresh_token"]
-        user_id = refresh.payload.get(jwt_settings.USER_ID_CLAIM)
+        session = UserSession.objects.select_related("user").filter(
+            pk=self.validated_data["session_id"]
+        )
+        found = session.first()
         try:
-            owned = UserSession.objects.filter(
-                pk=self.validated_data["session_id"],
-                **{f"user__{jwt_settings.USER_ID_FIELD}": user_id},
-            )
-            sessions.revoke(owned, EndReason.LOGOUT)
-        except (ValueError, exceptions.ValidationError, DjangoValidationError):
-            # A user id claim of the wrong type for USER_ID_FIELD.
-            raise InvalidToken(
-                str(_("Token contained no recognizable user identification"))
-            ) from None
+            if found is not None:
+                require_owner(refresh, found.user)  # the rule every JWT path applies
+                sessions.revoke(session, EndReason.LOGOUT)
+        except sessions.SessionRefused:
+            pass  # not this token's session: logout is idempotent and reveals nothing
         if hasattr(refresh, "blacklist"):
             refresh.blacklist()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import timedelta
 from urllib.parse import quote, urlencode
@@ -1057,3 +1058,105 @@ def test_throttled_errors_carry_a_code(user, api_client):
 
 def test_exception_handler_returns_none_for_non_api_errors():
     assert exception_handler(ValueError("boom"), {}) is None
+
+
+# --------------------------------------------------------------------------------------------
+# outside testing: bad input on every endpoint, DELETE's parameters
+# --------------------------------------------------------------------------------------------
+
+NESTED = b"[" * 1000 + b"]" * 1000  # 2 KB that json cannot parse without RecursionError
+POST_ENDPOINTS = [
+    "/api/sessions/login/",
+    "/api/sessions/token/",
+    "/api/sessions/token/refresh/",
+    "/api/sessions/token/logout/",
+    "/api/sessions/reauthenticate/",
+]
+
+
+@pytest.mark.parametrize("rate", ["5/min", None], ids=["throttled", "unthrottled"])
+@pytest.mark.parametrize("url", POST_ENDPOINTS)
+def test_deeply_nested_json_is_400_and_not_a_cache_outage(
+    token_client, url, rate, caplog, settings
+):
+    client, _session, _token = token_client
+    settings.NILVA_SESSION = {**settings.NILVA_SESSION, "LOGIN_THROTTLE_RATE": rate}
+    before = list(UserSession.objects.values())
+    with caplog.at_level(logging.WARNING):
+        response = client.post(url, NESTED, content_type="application/json")
+    body = assert_error_shape(response, 400)
+    assert body["code"] == "parse_error"
+    assert not [r for r in caplog.records if "Cache" in r.getMessage()]
+    assert list(UserSession.objects.values()) == before
+
+
+def test_token_id_brackets_end_only_the_named_session(user, token_client, open_session):
+    client, current, _token = token_client
+    others = [open_session(user)[0] for _ in range(7)]
+    response = client.delete(f"{ACTIVE_URL}?token_id[]={others[0].pk}&token_id[]={others[1].pk}")
+    assert_no_body(response)
+    assert not is_active(others[0])
+    assert not is_active(others[1])
+    assert all(is_active(s) for s in [current, *others[2:]])
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["tokenid={id}", "token_ids={id}", "foo=bar", "token_id={id}&foo=1", "token_id%5B0%5D={id}"],
+)
+def test_delete_with_an_unknown_parameter_is_400_and_ends_nothing(
+    user, token_client, open_session, query
+):
+    client, current, _token = token_client
+    others = [open_session(user)[0] for _ in range(3)]
+    response = client.delete(f"{ACTIVE_URL}?{query.format(id=others[0].pk)}")
+    body = assert_error_shape(response, 400)
+    assert body["code"] == "unknown_parameter"
+    assert all(is_active(s) for s in [current, *others])
+
+
+def test_delete_with_too_many_query_fields_answers_in_the_package_shape(
+    user, token_client, open_session
+):
+    client, current, _token = token_client
+    other, _ = open_session(user)
+    query = "&".join(f"token_id={other.pk}" for _ in range(1001))
+    body = assert_error_shape(client.delete(f"{ACTIVE_URL}?{query}"), 400)
+    assert body["code"] == "too_many_fields"
+    assert is_active(other)
+    assert is_active(current)
+
+
+def test_a_form_body_with_too_many_fields_answers_in_the_package_shape(user, api_client):
+    body = "&".join(f"f{i}=x" for i in range(1001)) + "&username=alice&password=x"
+    response = api_client.post(LOGIN_URL, body, content_type="application/x-www-form-urlencoded")
+    assert assert_error_shape(response, 400)["code"] == "too_many_fields"
+    assert not UserSession.objects.exists()
+
+
+def test_a_body_over_the_upload_limit_answers_in_the_package_shape(user, api_client, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    response = api_client.post(
+        LOGIN_URL, {"username": "alice", "password": "x" * 4000}, format="json"
+    )
+    assert assert_error_shape(response, 400)["code"] == "request_too_large"
+
+
+@pytest.mark.parametrize(
+    ("options", "change"),
+    [
+        ({"IDLE_TIMEOUT": 600}, {"last_online": timezone.now() - timedelta(minutes=11)}),
+        ({"ABSOLUTE_LIFETIME": 3600}, {"created_at": timezone.now() - timedelta(hours=2)}),
+    ],
+    ids=["idle", "past-absolute-lifetime"],
+)
+def test_active_never_lists_a_session_its_next_request_refuses(
+    user, token_client, open_session, settings, options, change
+):
+    client, current, _token = token_client
+    lapsed, lapsed_token = open_session(user)
+    UserSession.objects.filter(pk=lapsed.pk).update(**change)
+    settings.NILVA_SESSION = {**settings.NILVA_SESSION, **options}
+    listed = {row["session_id"] for row in client.get(ACTIVE_URL).json()}
+    assert listed == {str(current.pk)}
+    assert client_for(lapsed_token).get(WHOAMI_URL).status_code == 401

@@ -1487,3 +1487,70 @@ def test_get_user_without_a_request_still_refuses_another_users_session(
     own_session, _ = open_session(user)
     access["session_id"] = str(own_session.pk)
     assert UserSessionDBJwtAuthentication().get_user(access) == user
+
+
+# --------------------------------------------------------------------------------------------
+# validly signed tokens with claims out of range or of the wrong type: 401, never a 500
+# --------------------------------------------------------------------------------------------
+
+ODD_CLAIMS = [
+    {"exp": 10**30},
+    {"exp": -(10**30)},
+    {"exp": 10**18},
+    {"exp": 1e300},
+    {"exp": "tomorrow"},
+    {"exp": [1]},
+    {"exp": None},
+    {"iat": 10**30},
+    {"nbf": 10**30},
+    {"nbf": "now"},
+    {"user_id": [1]},
+    {"user_id": {"id": 1}},
+    {"user_id": 10**40},
+    {"user_id": 1.5},
+    {"user_id": None},
+    {"session_id": ["x"]},
+    {"session_id": {"id": "x"}},
+    {"session_id": "x" * 10_000},
+    {"token_type": ["access"]},
+    {"jti": None},
+    {"jti": {"a": 1}},
+]
+
+
+def signed(payload: dict) -> str:
+    """Sign ``payload`` with the project's key, as only the server itself can."""
+    from rest_framework_simplejwt.settings import api_settings
+
+    return pyjwt.encode(payload, api_settings.SIGNING_KEY, algorithm=api_settings.ALGORITHM)
+
+
+@pytest.mark.parametrize(
+    "changes", ODD_CLAIMS, ids=lambda c: f"{next(iter(c))}={c[next(iter(c))]!r}"[:40]
+)
+def test_odd_claims_in_a_signed_token_are_refused_with_401(user, changes):
+    data = login(new_client())
+    before = db_state()
+    for kind, send, answers in (
+        ("access", lambda token: bearer(token).get(ACTIVE_URL), {401}),
+        ("refresh", lambda token: refresh(new_client(), token), {400, 401}),
+        # Logout is idempotent: a token that names no session of its user ends nothing, 204.
+        ("refresh", lambda token: logout(new_client(), token), {204, 400, 401}),
+    ):
+        payload = {**claims(data[kind]), **changes}
+        response = send(signed(payload))
+        assert response.status_code in answers, response.content
+        if response.status_code != 204:
+            assert isinstance(response.json().get("code"), str), response.content
+    assert db_state() == before
+
+
+def test_exp_far_in_the_future_is_refused_on_every_bearer_endpoint(user):
+    data = login(new_client())
+    token = signed({**claims(data["access"]), "exp": 10**30})
+    for url in (ACTIVE_URL, WHOAMI_URL, LOGOUT_ALL_URL):
+        method = "post" if url == LOGOUT_ALL_URL else "get"
+        response = getattr(bearer(token), method)(url)
+        assert response.status_code == 401, (url, response.content)
+        assert response.json()["code"] == "token_not_valid"
+    assert UserSession.objects.get(pk=data["session_id"]).is_active
