@@ -15,9 +15,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
-from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from . import sessions
+from .jwt import simplejwt_settings
 from .models import EndReason, UserSession, UserSessionQuerySet
 from .parsers import replace_json_parser
 from .serializers import (
@@ -283,7 +283,8 @@ class _JwtApi(SessionAPIView):
 
     def get_authenticate_header(self, request: Request) -> str:
         # As simplejwt's own views: refused credentials are 401 (with WWW-Authenticate), not 403.
-        return f'{jwt_settings.AUTH_HEADER_TYPES[0]} realm="{self.www_authenticate_realm}"'
+        header_type = simplejwt_settings().AUTH_HEADER_TYPES[0]
+        return f'{header_type} realm="{self.www_authenticate_realm}"'
 
     def post(self, request: Request) -> Response:
         serializer = self.serializer_class(data=request.data, context={"request": request})

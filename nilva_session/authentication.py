@@ -16,12 +16,11 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.request import Request
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken
-from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken, Token
 
 from . import guessing, sessions
 from .conf import session_settings
-from .jwt import UNREADABLE_CLAIMS, owner_check, require_owner
+from .jwt import UNREADABLE_CLAIMS, owner_of, refresh_token_for_session, simplejwt_settings
 from .models import UserSession
 
 if TYPE_CHECKING:
@@ -106,20 +105,12 @@ class UserSessionDBJwtAuthentication(JWTAuthentication):
     token; :func:`nilva_session.sessions.current_session` returns the session.
     """
 
-    # simplejwt annotates these with its AuthUser type variable (AbstractBaseUser or TokenUser,
-    # bound by nothing in the signature); ours always return a model user.
-    def authenticate(  # type: ignore[override]
+    def authenticate(  # type: ignore[override]  # see get_user
         self, request: Request
     ) -> tuple[AbstractBaseUser, Token] | None:
-        header = self.get_header(request)
-        if header is None:
-            return None
-        raw_token = self.get_raw_token(header)
-        if raw_token is None:
-            return None
-        validated_token = self.get_validated_token(raw_token)
-        self.request = request
-        return self.get_user(validated_token), validated_token
+        """Return ``(user, validated_token)``, None without a Bearer header, or raise 401."""
+        self.request = request  # simplejwt's get_user(validated_token) takes no request
+        return super().authenticate(request)
 
     def get_validated_token(self, raw_token: bytes) -> Token:
         """Return the validated token, or raise ``InvalidToken`` (401), never a 500."""
@@ -134,30 +125,36 @@ class UserSessionDBJwtAuthentication(JWTAuthentication):
         try:
             return super().get_header(request)
         except UnicodeEncodeError:  # text beyond latin-1 (test clients, middleware): not a 500
-            return str(request.META[jwt_settings.AUTH_HEADER_NAME]).encode("utf-8")
+            name = simplejwt_settings().AUTH_HEADER_NAME
+            return str(request.META[name]).encode("utf-8")
 
+    # simplejwt annotates this with its AuthUser type variable (AbstractBaseUser or TokenUser,
+    # bound by nothing in the signature); ours always returns a model user.
     def get_user(self, validated_token: Token) -> AbstractBaseUser:  # type: ignore[override]
         """Return the user of the token's session, or raise ``AuthenticationFailed``."""
-        session_id = validated_token.get(session_settings.SESSION_ID_CLAIM)
-        if session_id is None:
-            raise exceptions.AuthenticationFailed(
-                {
-                    "detail": _("Token contained no recognizable session id."),
-                    "code": "no_session_id",
-                }
-            )
-        try:
-            user, _session = sessions.authenticate_session_id(
-                session_id,
-                getattr(self, "request", None),
-                owner_check(validated_token, self.check_user_agent),
-            )
-            require_owner(validated_token, user)
-        except sessions.SessionRefused as error:
-            raise refused(error) from None
-        if jwt_settings.CHECK_REVOKE_TOKEN:
+        user, _session = self.authenticate_session(validated_token, getattr(self, "request", None))
+        if simplejwt_settings().CHECK_REVOKE_TOKEN:
             super().get_user(validated_token)
         return user
+
+    def authenticate_session(
+        self, token: Token, request: Any
+    ) -> tuple[AbstractBaseUser, UserSession]:
+        """Return ``(user, session)`` named by a verified token, access or refresh, or raise 401.
+
+        The one JWT path: ``get_user`` and ``token/refresh/`` call it. The session is looked
+        up by the token's session claim *and* its user claim (another user's session is not
+        found), then goes through the same cache and rules as an opaque token.
+        """
+        try:
+            return sessions.authenticate_session_id(
+                token.get(session_settings.SESSION_ID_CLAIM),
+                request,
+                self.check_user_agent,
+                owner=owner_of(token),
+            )
+        except sessions.SessionRefused as error:
+            raise refused(error) from None
 
     def check_user_agent(self, session: UserSession, request: Any) -> None:
         """Apply ``USER_AGENT_CHECK``; override to change the rule. Returns None or raises."""
@@ -168,7 +165,5 @@ class UserSessionDBJwtAuthentication(JWTAuthentication):
         cls, user: AbstractBaseUser, request: Any, expire_at: datetime | None = None
     ) -> tuple[UserSession, RefreshToken]:
         """Open a session for ``user``; return ``(session, refresh_token)`` carrying its id."""
-        from .jwt import refresh_token_for_session
-
         session, _token = sessions.open_session(user, request, expire_at=expire_at)
         return session, refresh_token_for_session(session, user)

@@ -207,6 +207,47 @@ def check_unknown_keys(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
     ]
 
 
+@register()
+def check_jwt_authentication_class(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E014: JWT_AUTHENTICATION_CLASS must name our JWT class or a subclass of it.
+
+    W003: DRF authenticates with another subclass of it than token/refresh/ applies.
+    """
+    from django.utils.module_loading import import_string
+    from rest_framework.settings import api_settings
+
+    from .authentication import UserSessionDBJwtAuthentication
+
+    path = _setting("JWT_AUTHENTICATION_CLASS")
+    try:
+        named = import_string(path)
+    except (ImportError, TypeError, ValueError, AttributeError):  # AttributeError: not a str
+        named = None
+    if not (isinstance(named, type) and issubclass(named, UserSessionDBJwtAuthentication)):
+        return [
+            Error(
+                f"NILVA_SESSION['JWT_AUTHENTICATION_CLASS'] is {path!r}: it must be the dotted "
+                "path of UserSessionDBJwtAuthentication or a subclass of it.",
+                id="nilva_session.E014",
+            )
+        ]
+    configured: list[Any] = list(api_settings.DEFAULT_AUTHENTICATION_CLASSES)  # classes, loaded
+    others = [
+        c
+        for c in configured
+        if isinstance(c, type) and issubclass(c, UserSessionDBJwtAuthentication) and c is not named
+    ]
+    return [
+        Warning(
+            f"DEFAULT_AUTHENTICATION_CLASSES lists {c.__module__}.{c.__qualname__}, but "
+            f"token/refresh/ applies the rules of {path}.",
+            hint="Set NILVA_SESSION['JWT_AUTHENTICATION_CLASS'] to the class DRF uses.",
+            id="nilva_session.W003",
+        )
+        for c in others
+    ]
+
+
 def _optional_duration_ok(value: Any) -> bool:
     return value is None or (isinstance(value, timedelta) and value > timedelta(0))
 

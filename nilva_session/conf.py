@@ -74,6 +74,8 @@ DEFAULTS: dict[str, Any] = {
     "END_SESSIONS_ON_PASSWORD_CHANGE": True,
     # Suspend a session whose client IP changes (off by default: mobile clients roam).
     "BIND_IP": False,
+    # The JWT authentication class whose rules (check_user_agent ...) token/refresh/ applies.
+    "JWT_AUTHENTICATION_CLASS": "nilva_session.backends.UserSessionDBJwtAuthentication",
 }
 
 SESSION_LIMIT_POLICIES = ("end_least_recent", "refuse")

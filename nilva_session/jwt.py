@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from rest_framework_simplejwt import settings as simplejwt_settings_module
 from rest_framework_simplejwt.exceptions import TokenError
-from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken, Token
 
 from . import sessions
@@ -58,30 +58,19 @@ def refresh_token_for_session(session: UserSession, user: AbstractBaseUser) -> R
     return bind_to_session(RefreshToken.for_user(user), session)
 
 
-def owner_check(token: Token, then: sessions.UserAgentCheck) -> sessions.UserAgentCheck:
-    """Return a session check that refuses a session not owned by the token's user, then ``then``.
+def simplejwt_settings() -> Any:
+    """Return simplejwt's settings as they are now.
 
-    Passed as the user-agent check of :func:`sessions.authenticate_session_id`, it runs before the
-    user-agent rule, the cache fill and the activity write: a token naming someone else's session
-    is refused without suspending, caching or touching that session.
+    simplejwt rebuilds its ``api_settings`` when ``SIMPLE_JWT`` changes (``override_settings``)
+    and rebinds only its own module attribute: reading it at call time sees every change.
     """
-
-    def check(session: UserSession, request: Any) -> None:
-        require_owner(token, session.user)
-        then(session, request)
-
-    return check
+    return simplejwt_settings_module.api_settings
 
 
-def require_owner(token: Token, user: Any) -> None:
-    """Raise ``SessionRefused`` unless ``user`` is the token's user.
-
-    Called again after the lookup, so that a caller without a request (where the user-agent
-    hook, and so :func:`owner_check`, does not run) is held to it too.
-    """
-    token_user = token.get(jwt_settings.USER_ID_CLAIM)
-    if token_user is None or str(token_user) != str(getattr(user, jwt_settings.USER_ID_FIELD)):
-        raise sessions.SessionRefused(*sessions.INVALID_TOKEN)
+def owner_of(token: Token) -> sessions.Owner:
+    """Return the user a token names: ``(USER_ID_FIELD, value of USER_ID_CLAIM)``."""
+    jwt_settings = simplejwt_settings()
+    return jwt_settings.USER_ID_FIELD, token.get(jwt_settings.USER_ID_CLAIM)
 
 
 def access_token_for_session(refresh: RefreshToken, session: UserSession) -> AccessToken:

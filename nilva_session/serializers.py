@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib.auth import authenticate, get_user_model, user_logged_in
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils.module_loading import import_string
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, serializers
-from rest_framework.settings import api_settings
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.serializers import TokenObtainSerializer
-from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from . import sessions
@@ -22,8 +20,8 @@ from .jwt import (
     access_token_for_session,
     bind_to_session,
     cap_expiry,
-    owner_check,
-    require_owner,
+    owner_of,
+    simplejwt_settings,
     verified,
 )
 from .models import EndReason, UserSession
@@ -173,27 +171,12 @@ class TokenSessionObtainPairSerializer(TokenObtainSerializer):
         }
 
 
-def _configured_user_agent_check() -> sessions.UserAgentCheck:
-    """Return ``check_user_agent`` of the project's JWT authentication class (may be overridden)."""
-    for auth_class in api_settings.DEFAULT_AUTHENTICATION_CLASSES:
-        if isinstance(auth_class, type) and issubclass(auth_class, UserSessionDBJwtAuthentication):
-            return auth_class().check_user_agent
-    return sessions.check_user_agent
-
-
-def _session_of(refresh: RefreshToken, request: Any) -> tuple[Any, UserSession]:
-    """Return ``(user, session)`` named by a verified refresh token, or raise 401."""
-    session_id = refresh.payload.get(session_settings.SESSION_ID_CLAIM)
-    if session_id is None:
-        raise InvalidToken(str(_("Token contained no recognizable session id.")))
-    try:
-        user, session = sessions.authenticate_session_id(
-            session_id, request, owner_check(refresh, _configured_user_agent_check())
-        )
-        require_owner(refresh, user)
-    except sessions.SessionRefused as error:
-        raise refused(error) from None
-    return user, session
+def jwt_authentication() -> UserSessionDBJwtAuthentication:
+    """Return an instance of ``JWT_AUTHENTICATION_CLASS``: its rules apply to refresh tokens."""
+    auth_class: type[UserSessionDBJwtAuthentication] = import_string(
+        session_settings.JWT_AUTHENTICATION_CLASS
+    )
+    return auth_class()
 
 
 def _verified_refresh(raw: str) -> RefreshToken:
@@ -215,8 +198,11 @@ class TokenSessionRefreshSerializer(serializers.Serializer[Any]):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         refresh = _verified_refresh(attrs["refresh"])
-        _user, session = _session_of(refresh, self.context.get("request"))
+        _user, session = jwt_authentication().authenticate_session(
+            refresh, self.context.get("request")
+        )
         data = {"access": str(access_token_for_session(refresh, session))}
+        jwt_settings = simplejwt_settings()
         if jwt_settings.ROTATE_REFRESH_TOKENS:
             if jwt_settings.BLACKLIST_AFTER_ROTATION and hasattr(refresh, "blacklist"):
                 refresh.blacklist()
@@ -234,7 +220,7 @@ def _is_user_id(value: Any) -> bool:
     """Return True if ``value`` could be a value of the user model's ``USER_ID_FIELD``."""
     if value is None or isinstance(value, (bool, list, dict)):
         return False
-    field = get_user_model()._meta.get_field(jwt_settings.USER_ID_FIELD)
+    field = get_user_model()._meta.get_field(simplejwt_settings().USER_ID_FIELD)
     try:
         field.to_python(value)  # type: ignore[union-attr]  # a concrete field, not a relation
     except (DjangoValidationError, TypeError, ValueError, OverflowError):
@@ -249,16 +235,14 @@ class TokenSessionBlacklistSerializer(serializers.Serializer[None]):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         refresh = _verified_refresh(attrs["refresh"])
-        session_id = refresh.payload.get(session_settings.SESSION_ID_CLAIM)
+        owner = owner_of(refresh)
         try:
-            session_id = uuid.UUID(str(session_id)) if session_id is not None else None
-        except ValueError:
-            session_id = None
-        if session_id is None:
-            raise InvalidToken(str(_("Token contained no recognizable session id.")))
-        if not _is_user_id(refresh.payload.get(jwt_settings.USER_ID_CLAIM)):
+            session_id = sessions.parse_session_id(refresh.get(session_settings.SESSION_ID_CLAIM))
+        except sessions.SessionRefused as error:
+            raise refused(error) from None
+        if not _is_user_id(owner[1]):
             raise InvalidToken(str(_("Token contained no recognizable user identification")))
-        attrs["refresh_token"], attrs["session_id"] = refresh, session_id
+        attrs["refresh_token"], attrs["session_id"], attrs["owner"] = refresh, session_id, owner
         return attrs
 
     def save(self, **kwargs: Any) -> None:
@@ -267,11 +251,8 @@ class TokenSessionBlacklistSerializer(serializers.Serializer[None]):
             pk=self.validated_data["session_id"]
         )
         found = session.first()
-        try:
-            if found is not None:
-                require_owner(refresh, found.user)  # the rule every JWT path applies
-                sessions.revoke(session, EndReason.LOGOUT)
-        except sessions.SessionRefused:
-            pass  # not this token's session: logout is idempotent and reveals nothing
+        # The owner rule of every JWT path; another user's session: ends nothing, reveals nothing.
+        if found is not None and sessions.owned_by(found.user, self.validated_data["owner"]):
+            sessions.revoke(session, EndReason.LOGOUT)
         if hasattr(refresh, "blacklist"):
             refresh.blacklist()

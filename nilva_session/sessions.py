@@ -68,6 +68,10 @@ IP_CHANGED = (
     "session_suspended",
 )
 SESSION_IDLE = (_("This session was idle for too long. Please sign in again."), "session_idle")
+NO_SESSION_ID = (_("Token contained no recognizable session id."), "no_session_id")
+
+#: ``(user field, value)``: the user a credential says it belongs to (a JWT's user claim).
+Owner = tuple[str, Any]
 
 
 class SessionLimitReached(SessionRefused):
@@ -161,15 +165,42 @@ def authenticate_token(
     )
 
 
-def authenticate_session_id(
-    session_id: Any, request: Any, user_agent_check: UserAgentCheck | None = None
-) -> tuple[AbstractBaseUser, UserSession]:
-    """Return ``(user, session)`` for a session id (from a verified JWT), or raise."""
+def parse_session_id(session_id: Any) -> uuid.UUID:
+    """Return the session id a credential names as a UUID, or raise :class:`SessionRefused`."""
+    if session_id is None:
+        raise SessionRefused(*NO_SESSION_ID)
+    if not isinstance(session_id, (str, uuid.UUID)) or len(str(session_id)) > 64:
+        raise SessionRefused(*INVALID_TOKEN)
     try:
-        parsed = uuid.UUID(str(session_id))
-    except (TypeError, ValueError, AttributeError):
+        return uuid.UUID(str(session_id))
+    except ValueError:
         raise SessionRefused(*INVALID_TOKEN) from None
-    return _authenticate(cache.session_key(parsed), {"pk": parsed}, request, user_agent_check)
+
+
+def authenticate_session_id(
+    session_id: Any,
+    request: Any,
+    user_agent_check: UserAgentCheck | None = None,
+    *,
+    owner: Owner | None = None,
+) -> tuple[AbstractBaseUser, UserSession]:
+    """Return ``(user, session)`` for a session id (from a verified JWT), or raise.
+
+    ``owner`` is part of the lookup: a session of any other user is not found (refused as an
+    unknown credential, before any rule runs, so it is neither suspended nor touched).
+    """
+    parsed = parse_session_id(session_id)
+    return _authenticate(
+        cache.session_key(parsed), {"pk": parsed}, request, user_agent_check, owner=owner
+    )
+
+
+def owned_by(user: Any, owner: Owner | None) -> bool:
+    """Return True if ``user`` is the one ``owner`` names (or no owner is named)."""
+    if owner is None:
+        return True
+    field, value = owner
+    return value is not None and str(value) == str(getattr(user, field, None))
 
 
 def _authenticate(
@@ -178,6 +209,7 @@ def _authenticate(
     request: Any,
     user_agent_check: UserAgentCheck | None,
     guard_guessing: bool = False,
+    owner: Owner | None = None,
 ) -> tuple[AbstractBaseUser, UserSession]:
     now = timezone.now()
     ip = clients.client_ip(request) if request is not None else None
@@ -200,6 +232,9 @@ def _authenticate(
             logger.info("authentication refused: unknown credential, ip=%s", ip)
             raise SessionRefused(*INVALID_TOKEN) from None
         user = session.user
+    if not owned_by(user, owner):
+        logger.info("authentication refused: credential of another user, ip=%s", ip)
+        raise SessionRefused(*INVALID_TOKEN)
     try:
         check_session(session, user, now, from_database=found is None)
         if request is not None:

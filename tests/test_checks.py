@@ -11,6 +11,7 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from nilva_session import checks
+from nilva_session.authentication import UserSessionDBJwtAuthentication
 
 LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
 REDIS_CACHE = {
@@ -291,3 +292,28 @@ def test_setting_errors_are_errors_not_warnings():
 def test_one_bad_setting_reports_only_its_own_id():
     ids = set(ids_with(TOKEN_PREFIX="has space")) - {"nilva_session.W001"}
     assert ids == {"nilva_session.E006"}
+
+
+# --- E014 / W003 JWT_AUTHENTICATION_CLASS ---------------------------------------------------------
+
+
+class OwnJwtAuthentication(UserSessionDBJwtAuthentication):
+    pass
+
+
+@pytest.mark.parametrize("path", ["no.such.Class", "nilva_session.backends", "builtins.dict", 5])
+def test_e014_jwt_authentication_class_must_be_ours(path):
+    with override_settings(NILVA_SESSION={"JWT_AUTHENTICATION_CLASS": path}):
+        assert "nilva_session.E014" in nilva_ids()
+
+
+def test_w003_drf_authenticates_with_another_subclass_than_refresh_applies():
+    own = "tests.test_checks.OwnJwtAuthentication"
+    with override_settings(REST_FRAMEWORK={"DEFAULT_AUTHENTICATION_CLASSES": [own]}):
+        assert "nilva_session.W003" in nilva_ids()
+        with override_settings(NILVA_SESSION={"JWT_AUTHENTICATION_CLASS": own}):
+            assert not {"nilva_session.W003", "nilva_session.E014"} & set(nilva_ids())
+
+
+def test_default_jwt_authentication_class_is_clean():
+    assert not {"nilva_session.W003", "nilva_session.E014"} & set(nilva_ids())

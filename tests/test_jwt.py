@@ -89,7 +89,8 @@ def simple_jwt(monkeypatch):
         overrides.append(override)
         fresh = simplejwt_settings_module.api_settings  # rebuilt by simplejwt's receiver
         for name, module in list(sys.modules.items()):
-            if module is None or not name.startswith(("rest_framework_simplejwt", "nilva_session")):
+            # simplejwt's own modules bind it by name; nilva_session reads it at call time.
+            if module is None or not name.startswith("rest_framework_simplejwt"):
                 continue
             for attribute, value in list(vars(module).items()):
                 if id(value) in seen and value is not fresh:
@@ -1467,8 +1468,9 @@ class LenientJwtAuthentication(UserSessionDBJwtAuthentication):
 def test_refresh_uses_the_configured_classs_user_agent_check(user, api_client):
     data = login(api_client)
     firefox = APIClient(HTTP_USER_AGENT=FIREFOX_UA, REMOTE_ADDR="203.0.113.7")
+    # Named by JWT_AUTHENTICATION_CLASS (it used to be guessed from the DRF settings).
     lenient = "tests.test_jwt.LenientJwtAuthentication"
-    with override_settings(REST_FRAMEWORK={"DEFAULT_AUTHENTICATION_CLASSES": [lenient]}):
+    with nilva(JWT_AUTHENTICATION_CLASS=lenient):
         response = firefox.post(REFRESH_URL, {"refresh": data["refresh"]}, format="json")
     assert response.status_code == 200, response.content
     assert UserSession.objects.get(pk=data["session_id"]).is_active
@@ -1554,3 +1556,53 @@ def test_exp_far_in_the_future_is_refused_on_every_bearer_endpoint(user):
         assert response.status_code == 401, (url, response.content)
         assert response.json()["code"] == "token_not_valid"
     assert UserSession.objects.get(pk=data["session_id"]).is_active
+
+
+# --------------------------------------------------------------------------------------------
+# one JWT path: the session claim, the owner, simplejwt settings read at call time
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_token_without_the_session_claim_has_one_code_on_every_path(user):
+    access, refresh_token = AccessToken.for_user(user), RefreshToken.for_user(user)
+    answers = [
+        bearer(str(access)).get(WHOAMI_URL),
+        refresh(new_client(), str(refresh_token)),
+        logout(new_client(), str(refresh_token)),
+    ]
+    assert [r.status_code for r in answers] == [401, 401, 401]
+    assert {r.json()["code"] for r in answers} == {"no_session_id"}
+
+
+def test_another_users_idle_session_is_not_found_so_not_ended(user, other_user, open_session):
+    """The owner is part of the lookup: no rule (idle, user agent) runs on someone else's row."""
+    theirs, _ = open_session(other_user)
+    UserSession.objects.filter(pk=theirs.pk).update(last_online=timezone.now() - timedelta(hours=1))
+    access = mint_access(user, theirs.pk)
+    with nilva(IDLE_TIMEOUT=600):
+        response = bearer(str(access), ua=FIREFOX_UA).get(WHOAMI_URL)
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_token"  # not session_idle: nothing revealed
+    theirs.refresh_from_db()
+    assert theirs.is_active
+    assert theirs.end_reason == ""
+
+
+def test_no_nilva_module_binds_simplejwt_settings_at_import():
+    """``override_settings(SIMPLE_JWT=...)`` must reach nilva-session without any patching."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith("nilva_session") and module is not None:
+            bound = [k for k, v in vars(module).items() if v is IMPORT_TIME_JWT_SETTINGS]
+            assert not bound, (name, bound)
+
+
+def test_override_of_simple_jwt_reaches_the_refresh_view(user, api_client):
+    data = login(api_client)
+    with override_settings(
+        SIMPLE_JWT={**getattr(settings, "SIMPLE_JWT", {}), "ROTATE_REFRESH_TOKENS": True}
+    ):
+        rotated = refresh(new_client(), data["refresh"])
+    assert rotated.status_code == 200, rotated.content
+    assert "refresh" in rotated.json()
+    plain = refresh(new_client(), data["refresh"])
+    assert "refresh" not in plain.json()
