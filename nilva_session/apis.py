@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
+from . import exceptions as errors
 from . import sessions
 from .jwt import simplejwt_settings
 from .models import EndReason, UserSession, UserSessionQuerySet
@@ -69,15 +70,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
-def _bad_request(exc: SuspiciousOperation) -> exceptions.APIException:
+def _bad_request(exc: SuspiciousOperation) -> errors.SessionError:
     """Return the 400 for a request Django finds suspicious; its message is not echoed."""
     if isinstance(exc, TooManyFieldsSent):
-        detail, code = _("The request has too many fields."), "too_many_fields"
-    elif isinstance(exc, RequestDataTooBig):
-        detail, code = _("The request body is too large."), "request_too_large"
-    else:
-        detail, code = _("Bad request."), "bad_request"
-    return exceptions.ValidationError({"detail": detail, "code": code})
+        return errors.TooManyFields()
+    if isinstance(exc, RequestDataTooBig):
+        return errors.RequestTooLarge()
+    return errors.BadRequest()
 
 
 class SessionAPIView(APIView):
@@ -102,9 +101,7 @@ def _current_session_id(request: Request) -> uuid.UUID | None:
 def _require_session(request: Request) -> UserSession:
     session = sessions.current_session(request)
     if session is None:
-        raise exceptions.PermissionDenied(
-            {"detail": _("This request was not made with a session."), "code": "no_session"}
-        )
+        raise errors.NoSession()
     return session
 
 
@@ -181,29 +178,22 @@ class ListDestroyActiveSessionsApi(SessionAPIView):
         if unknown:
             # A misspelt parameter must not fall back to "no ids" = end every other session.
             shown = unknown[0] if len(unknown[0]) <= 40 else unknown[0][:40] + "…"
-            raise exceptions.ValidationError(
-                {
-                    "detail": _("Unknown query parameter “%(name)s”; use token_id.")
-                    % {"name": shown},
-                    "code": "unknown_parameter",
-                }
+            raise errors.UnknownParameter(
+                _("Unknown query parameter “%(name)s”; use token_id.") % {"name": shown}
             )
         raw_ids = [
             raw for name in self.delete_parameters for raw in request.query_params.getlist(name)
         ]
         if len(raw_ids) > MAX_IDS_PER_DELETE:
             message = _("Too many token_id values (at most %(limit)d).")
-            raise exceptions.ValidationError({"detail": message % {"limit": MAX_IDS_PER_DELETE}})
+            raise errors.InvalidParameter(message % {"limit": MAX_IDS_PER_DELETE})
         ids = []
         for raw in raw_ids:
             parsed = _parse_session_id(raw)
             if parsed is None:
                 shown = raw if len(raw) <= 40 else raw[:40] + "…"
-                raise exceptions.ValidationError(
-                    {
-                        "detail": _("token_id “%(value)s” is not a valid UUID.") % {"value": shown},
-                        "code": "invalid",
-                    }
+                raise errors.InvalidParameter(
+                    _("token_id “%(value)s” is not a valid UUID.") % {"value": shown}
                 )
             ids.append(parsed)
         if ids:

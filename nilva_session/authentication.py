@@ -1,8 +1,8 @@
 """DRF authentication classes: thin adapters over :mod:`nilva_session.sessions`.
 
-They parse the ``Authorization`` header and turn :class:`~nilva_session.sessions.SessionRefused`
-into DRF's ``AuthenticationFailed`` (401, ``{"detail": ..., "code": ...}``). Every rule about the
-session itself lives in ``sessions.py``.
+They parse the ``Authorization`` header and hand the credential to the core; the core's
+refusals (:mod:`nilva_session.exceptions`) are DRF's ``AuthenticationFailed`` already (401,
+``{"detail": ..., "code": ...}``). Every rule about the session itself lives in ``sessions.py``.
 """
 
 from __future__ import annotations
@@ -11,30 +11,19 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.utils.translation import gettext_lazy as _
-from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 from rest_framework_simplejwt.authentication import JWTAuthentication
-from rest_framework_simplejwt.exceptions import InvalidToken
 from rest_framework_simplejwt.tokens import RefreshToken, Token
 
-from . import guessing, sessions
+from . import exceptions as errors
+from . import sessions
 from .conf import session_settings
 from .jwt import UNREADABLE_CLAIMS, owner_of, refresh_token_for_session, simplejwt_settings
 from .models import UserSession
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
-
-
-def refused(error: sessions.SessionRefused) -> exceptions.AuthenticationFailed:
-    """Return the DRF exception for a refused session: 401 with ``detail`` and ``code``."""
-    return exceptions.AuthenticationFailed({"detail": error.message, "code": error.code})
-
-
-def invalid_header(message: Any) -> exceptions.AuthenticationFailed:
-    """Return the 401 for a malformed ``Authorization`` header, code ``invalid_header``."""
-    return exceptions.AuthenticationFailed({"detail": message, "code": "invalid_header"})
 
 
 class UserSessionDBTokenAuthentication(BaseAuthentication):
@@ -60,13 +49,15 @@ class UserSessionDBTokenAuthentication(BaseAuthentication):
         if not auth or auth[0].lower() != self.get_keyword().lower().encode():
             return None
         if len(auth) == 1:
-            raise invalid_header(_("Invalid token header. No credentials provided."))
+            raise errors.InvalidHeader()
         if len(auth) > 2:
-            raise invalid_header(_("Invalid token header. Token string should not contain spaces."))
+            raise errors.InvalidHeader(
+                _("Invalid token header. Token string should not contain spaces.")
+            )
         try:
             token = auth[1].decode()
         except UnicodeError:
-            raise invalid_header(
+            raise errors.InvalidHeader(
                 _("Invalid token header. Token string should not contain invalid characters.")
             ) from None
         return self.authenticate_credentials(token, request)
@@ -74,13 +65,9 @@ class UserSessionDBTokenAuthentication(BaseAuthentication):
     def authenticate_credentials(
         self, key: str, request: Request | None = None
     ) -> tuple[AbstractBaseUser, UserSession]:
-        """Return ``(user, session)`` for a raw token, or raise ``AuthenticationFailed``."""
-        try:
-            return sessions.authenticate_token(key, request, self.check_user_agent)
-        except sessions.SessionRefused as error:
-            raise refused(error) from None
-        except guessing.GuessingThrottled as error:
-            raise exceptions.Throttled(wait=error.wait) from None
+        """Return ``(user, session)`` for a raw token, or raise ``AuthenticationFailed`` (401)
+        or ``Throttled`` (429, too many unknown tokens from this client)."""
+        return sessions.authenticate_token(key, request, self.check_user_agent)
 
     def check_user_agent(self, session: UserSession, request: Any) -> None:
         """Apply ``USER_AGENT_CHECK``; override to change the rule. Returns None or raises."""
@@ -113,13 +100,11 @@ class UserSessionDBJwtAuthentication(JWTAuthentication):
         return super().authenticate(request)
 
     def get_validated_token(self, raw_token: bytes) -> Token:
-        """Return the validated token, or raise ``InvalidToken`` (401), never a 500."""
+        """Return the validated token, or raise 401 (``token_not_valid``), never a 500."""
         try:
             return super().get_validated_token(raw_token)
         except UNREADABLE_CLAIMS:  # e.g. exp=10**30 in a validly signed token
-            raise InvalidToken(
-                {"detail": sessions.INVALID_TOKEN[0], "code": "token_not_valid"}
-            ) from None
+            raise errors.TokenNotValid() from None
 
     def get_header(self, request: Request) -> bytes:
         try:
@@ -146,15 +131,12 @@ class UserSessionDBJwtAuthentication(JWTAuthentication):
         up by the token's session claim *and* its user claim (another user's session is not
         found), then goes through the same cache and rules as an opaque token.
         """
-        try:
-            return sessions.authenticate_session_id(
-                token.get(session_settings.SESSION_ID_CLAIM),
-                request,
-                self.check_user_agent,
-                owner=owner_of(token),
-            )
-        except sessions.SessionRefused as error:
-            raise refused(error) from None
+        return sessions.authenticate_session_id(
+            token.get(session_settings.SESSION_ID_CLAIM),
+            request,
+            self.check_user_agent,
+            owner=owner_of(token),
+        )
 
     def check_user_agent(self, session: UserSession, request: Any) -> None:
         """Apply ``USER_AGENT_CHECK``; override to change the rule. Returns None or raises."""

@@ -13,24 +13,18 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from django.utils.translation import gettext_lazy as _
 from rest_framework.throttling import SimpleRateThrottle
 
 from . import cache
 from .conf import session_settings
+from .exceptions import TooManyInvalidTokens
 
 logger = logging.getLogger("nilva_session.security")
 
 
-class GuessingThrottled(Exception):
-    """Too many unknown tokens from one client; ``wait`` is the seconds until the window ends."""
-
-    message = _("Too many invalid tokens from this address.")
-    code = "throttled"
-
-    def __init__(self, wait: float) -> None:
-        super().__init__(str(self.message))
-        self.wait = wait
+#: Raised when a client IP sent too many unknown tokens; ``wait`` is the seconds until the
+#: window ends (answered as 429 with ``Retry-After``).
+GuessingThrottled = TooManyInvalidTokens
 
 
 def _rate() -> tuple[int, int] | None:

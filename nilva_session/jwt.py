@@ -14,6 +14,7 @@ from rest_framework_simplejwt import settings as simplejwt_settings_module
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken, Token
 
+from . import exceptions as errors
 from . import sessions
 from .conf import session_settings
 
@@ -37,7 +38,7 @@ def verified(token_class: type[TokenT], raw: Any) -> TokenT:
     try:
         return token_class(raw)
     except UNREADABLE_CLAIMS:
-        raise TokenError(str(sessions.INVALID_TOKEN[0])) from None
+        raise TokenError(str(errors.TokenNotValid.default_detail)) from None
 
 
 def cap_expiry(token: TokenT, session: UserSession) -> TokenT:

@@ -263,10 +263,19 @@ INVALID_INPUT = error(
     "Invalid input: a missing or malformed field (`code` of the field's error, `errors` per"
     " field), or a body that is not valid JSON."
 )
+
+
+def codes_of(status_code: int) -> str:
+    """Return the codes nilva-session answers with ``status_code``, from its error catalogue."""
+    from .exceptions import CATALOGUE
+
+    found = dict.fromkeys(code for status, code, _ in CATALOGUE if status == status_code)
+    return ", ".join(f"`{code}`" for code in found)
+
+
 UNAUTHENTICATED = error(
-    "No credential, or a refused one: `invalid_token`, `session_ended`, `session_expired`,"
-    " `session_suspended`, `session_idle`, `user_inactive` (opaque tokens and JWTs),"
-    " `token_not_valid`, `no_session_id`, `password_changed` (JWTs)."
+    f"No credential, or a refused one: {codes_of(401)}; and simplejwt's `token_not_valid`,"
+    " `password_changed` (`CHECK_REVOKE_TOKEN`) for JWTs."
 )
 FORBIDDEN = error(
     "Refused by a permission, or by the project's other authentication classes (DRF answers"

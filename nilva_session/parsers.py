@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
+
+from .exceptions import RequestTooLarge
 
 
 class JSONParser(parsers.JSONParser):
@@ -17,10 +20,27 @@ class JSONParser(parsers.JSONParser):
     """
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        _check_size(parser_context)
         try:
             return super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError(_("JSON parse error - the body is nested too deeply.")) from None
+
+
+def _check_size(parser_context: Any) -> None:
+    """Raise 400 ``request_too_large`` for a body over ``DATA_UPLOAD_MAX_MEMORY_SIZE``.
+
+    Django checks it when the body is read whole; DRF before 3.16 streams a JSON body to the
+    parser instead, so the limit is checked here too, from ``Content-Length``.
+    """
+    request = (parser_context or {}).get("request")
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0) if request is not None else 0
+    except (TypeError, ValueError):
+        length = 0
+    if limit is not None and length > limit:
+        raise RequestTooLarge()
 
 
 def replace_json_parser(found: list[Any]) -> list[Any]:

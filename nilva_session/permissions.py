@@ -6,18 +6,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.utils import timezone
-from django.utils.translation import gettext_lazy as _
-from rest_framework import exceptions
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from .conf import session_settings
+from .exceptions import ReauthenticationRequired
 from .sessions import current_session
-
-
-class ReauthenticationRequired(exceptions.PermissionDenied):
-    default_detail = _("Please confirm your password to continue.")
-    default_code = "reauthentication_required"
 
 
 class RecentlyAuthenticated(BasePermission):
@@ -51,10 +45,5 @@ class RecentlyAuthenticated(BasePermission):
         session = current_session(request)
         proved = session.authenticated_at if session is not None else None
         if proved is None or timezone.now() - proved > self.get_max_age():
-            raise ReauthenticationRequired(
-                {
-                    "detail": ReauthenticationRequired.default_detail,
-                    "code": "reauthentication_required",
-                }
-            )
+            raise ReauthenticationRequired()
         return True

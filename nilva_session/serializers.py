@@ -8,13 +8,13 @@ from django.contrib.auth import authenticate, get_user_model, user_logged_in
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext_lazy as _
-from rest_framework import exceptions, serializers
+from rest_framework import serializers
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.serializers import TokenObtainSerializer
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from . import sessions
-from .authentication import UserSessionDBJwtAuthentication, refused
+from .authentication import UserSessionDBJwtAuthentication
 from .conf import session_settings
 from .jwt import (
     access_token_for_session,
@@ -67,11 +67,11 @@ class SessionSerializer(serializers.ModelSerializer[UserSession]):
 
 
 def _open_session_response(request: Any, user: Any) -> tuple[UserSession, str]:
-    """Open a session for a user who just proved their password; send ``user_logged_in``."""
-    try:
-        session, token = sessions.open_session(user, request)
-    except sessions.SessionLimitReached as error:
-        raise exceptions.PermissionDenied({"detail": error.message, "code": error.code}) from None
+    """Open a session for a user who just proved their password; send ``user_logged_in``.
+
+    Past ``MAX_SESSIONS_PER_USER`` under ``"refuse"``: 403 ``session_limit_reached``.
+    """
+    session, token = sessions.open_session(user, request)
     user_logged_in.send(
         sender=user.__class__, request=getattr(request, "_request", request), user=user
     )
@@ -236,10 +236,7 @@ class TokenSessionBlacklistSerializer(serializers.Serializer[None]):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         refresh = _verified_refresh(attrs["refresh"])
         owner = owner_of(refresh)
-        try:
-            session_id = sessions.parse_session_id(refresh.get(session_settings.SESSION_ID_CLAIM))
-        except sessions.SessionRefused as error:
-            raise refused(error) from None
+        session_id = sessions.parse_session_id(refresh.get(session_settings.SESSION_ID_CLAIM))
         if not _is_user_id(owner[1]):
             raise InvalidToken(str(_("Token contained no recognizable user identification")))
         attrs["refresh_token"], attrs["session_id"], attrs["owner"] = refresh, session_id, owner

@@ -18,11 +18,11 @@ from django.db import transaction
 from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone, translation
-from django.utils.translation import gettext_lazy as _
-from django.utils.translation import pgettext_lazy
 
 from . import cache, clients, codec, guessing
+from . import exceptions as errors
 from .conf import session_settings
+from .exceptions import SessionRefused
 from .models import EndReason, UserSession, UserSessionQuerySet
 from .signals import session_created, session_revoked, session_suspended
 from .utils import (
@@ -44,44 +44,8 @@ REVOKE_BATCH_SIZE = 1000
 UserAgentCheck = Callable[[UserSession, Any], None]
 
 
-class SessionRefused(Exception):
-    """Authentication refused; ``message`` is safe to show, ``code`` is machine-readable."""
-
-    def __init__(self, message: Any, code: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-
-
-# A context of its own: DRF's catalogues share the msgid, and DRF's Persian one (which wins when
-# rest_framework is listed first) says "invalid token header".
-INVALID_TOKEN = (pgettext_lazy("nilva_session", "Invalid token."), "invalid_token")
-SESSION_ENDED = (_("This session has ended. Please sign in again."), "session_ended")
-SESSION_EXPIRED = (_("This session has expired. Please sign in again."), "session_expired")
-USER_INACTIVE = (_("User inactive or deleted."), "user_inactive")
-USER_AGENT_CHANGED = (
-    _("This session was suspended because the client changed. Please sign in again."),
-    "session_suspended",
-)
-IP_CHANGED = (
-    _("This session was suspended because the client's address changed. Please sign in again."),
-    "session_suspended",
-)
-SESSION_IDLE = (_("This session was idle for too long. Please sign in again."), "session_idle")
-NO_SESSION_ID = (_("Token contained no recognizable session id."), "no_session_id")
-
 #: ``(user field, value)``: the user a credential says it belongs to (a JWT's user claim).
 Owner = tuple[str, Any]
-
-
-class SessionLimitReached(SessionRefused):
-    """A login past ``MAX_SESSIONS_PER_USER`` under the ``"refuse"`` policy."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            _("You are signed in on too many devices. Sign out of one and try again."),
-            "session_limit_reached",
-        )
 
 
 def _initial_expiry(now: datetime, expire_at: datetime | None) -> datetime | None:
@@ -109,7 +73,7 @@ def _make_room(user: AbstractBaseUser) -> None:
     if excess <= 0:
         return
     if session_settings.SESSION_LIMIT_POLICY == "refuse":
-        raise SessionLimitReached()
+        raise errors.SessionLimitReached()
     revoke(UserSession.objects.filter(pk__in=ids[:excess]), EndReason.REPLACED)
 
 
@@ -158,7 +122,7 @@ def authenticate_token(
     if not is_well_formed_token(token) and not (
         session_settings.ACCEPT_LEGACY_TOKENS and is_legacy_token(token)
     ):
-        raise SessionRefused(*INVALID_TOKEN)
+        raise errors.InvalidToken()
     digest = hash_data(token)
     return _authenticate(
         cache.token_key(digest), {"key": digest}, request, user_agent_check, guard_guessing=True
@@ -168,13 +132,13 @@ def authenticate_token(
 def parse_session_id(session_id: Any) -> uuid.UUID:
     """Return the session id a credential names as a UUID, or raise :class:`SessionRefused`."""
     if session_id is None:
-        raise SessionRefused(*NO_SESSION_ID)
+        raise errors.NoSessionId()
     if not isinstance(session_id, (str, uuid.UUID)) or len(str(session_id)) > 64:
-        raise SessionRefused(*INVALID_TOKEN)
+        raise errors.InvalidToken()
     try:
         return uuid.UUID(str(session_id))
     except ValueError:
-        raise SessionRefused(*INVALID_TOKEN) from None
+        raise errors.InvalidToken() from None
 
 
 def authenticate_session_id(
@@ -230,11 +194,11 @@ def _authenticate(
         except UserSession.DoesNotExist:
             guessing.count(failures_key, now)
             logger.info("authentication refused: unknown credential, ip=%s", ip)
-            raise SessionRefused(*INVALID_TOKEN) from None
+            raise errors.InvalidToken() from None
         user = session.user
     if not owned_by(user, owner):
         logger.info("authentication refused: credential of another user, ip=%s", ip)
-        raise SessionRefused(*INVALID_TOKEN)
+        raise errors.InvalidToken()
     try:
         check_session(session, user, now, from_database=found is None)
         if request is not None:
@@ -268,7 +232,9 @@ def _fill_cache(
 # tests of test_sessions.py hold them to the same verdict on every rule and boundary.
 
 
-def lapse(session: UserSession, now: datetime, *, with_idle: bool = True) -> tuple[Any, str] | None:
+def lapse(
+    session: UserSession, now: datetime, *, with_idle: bool = True
+) -> type[errors.SessionRefused] | None:
     """Return the refusal for a session whose time has run out at ``now``, or None.
 
     Past ``expire_at``, or ``ABSOLUTE_LIFETIME`` after its login: expired; unused for longer
@@ -277,11 +243,11 @@ def lapse(session: UserSession, now: datetime, *, with_idle: bool = True) -> tup
     """
     cap, idle = session_settings.ABSOLUTE_LIFETIME, session_settings.IDLE_TIMEOUT
     if session.is_expired_at(now):
-        return SESSION_EXPIRED
+        return errors.SessionExpired
     if cap is not None and session.created_at is not None and session.created_at + cap <= now:
-        return SESSION_EXPIRED
+        return errors.SessionExpired
     if with_idle and idle is not None and session.last_online < now - idle:
-        return SESSION_IDLE
+        return errors.SessionIdle
     return None
 
 
@@ -311,13 +277,13 @@ def check_session(
     conditional activity UPDATE instead.
     """
     if not session.is_active:
-        raise SessionRefused(*SESSION_ENDED)
+        raise errors.SessionEnded()
     refusal = lapse(session, now, with_idle=from_database)
-    if refusal == SESSION_EXPIRED:
-        raise SessionRefused(*refusal)
+    if refusal is errors.SessionExpired:
+        raise refusal()
     if not getattr(user, "is_active", True):
-        raise SessionRefused(*USER_INACTIVE)
-    if refusal == SESSION_IDLE:
+        raise errors.UserInactive()
+    if refusal is errors.SessionIdle:
         _end_idle(session, now)
 
 
@@ -325,7 +291,7 @@ def _end_idle(session: UserSession, now: datetime) -> None:
     """End the session if the database finds it idle (it may have just been used); raise."""
     idle_since = now - session_settings.IDLE_TIMEOUT
     revoke(UserSession.objects.filter(pk=session.pk, last_online__lt=idle_since), EndReason.IDLE)
-    raise SessionRefused(*SESSION_IDLE)
+    raise errors.SessionIdle()
 
 
 def check_user_agent(session: UserSession, request: Any) -> None:
@@ -347,7 +313,7 @@ def check_user_agent(session: UserSession, request: Any) -> None:
     new = clients.summarize_user_agent(current)
     detail = f"User agent changed from {old} to {new}."
     suspend(session, EndReason.USER_AGENT_CHANGED, detail, request)
-    raise SessionRefused(*USER_AGENT_CHANGED)
+    raise errors.SessionSuspended()
 
 
 def check_ip_binding(session: UserSession, ip: str | None, request: Any) -> None:
@@ -356,7 +322,7 @@ def check_ip_binding(session: UserSession, ip: str | None, request: Any) -> None
         return
     detail = f"Client IP changed from {session.last_ip} to {ip or 'unknown'}."
     suspend(session, EndReason.IP_CHANGED, detail, request)
-    raise SessionRefused(*IP_CHANGED)
+    raise errors.ClientAddressChanged()
 
 
 def _slid_expiry(session: UserSession, now: datetime) -> datetime | None:

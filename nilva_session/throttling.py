@@ -47,13 +47,13 @@ class LoginThrottle(BaseThrottle):
         rate: str | None = session_settings.LOGIN_THROTTLE_RATE
         return rate
 
-    def identify(self, request: Request) -> str | None:
-        """Return what this throttle counts for ``request`` (no limit when None)."""
+    def identify(self, request: Request, view: APIView | None) -> str | None:
+        """Return what this throttle counts for ``request`` to ``view`` (no limit when None)."""
         raise NotImplementedError
 
-    def get_cache_key(self, request: Request, view: APIView) -> str | None:
+    def get_cache_key(self, request: Request, view: APIView | None) -> str | None:
         """Return the cache key of the budget ``request`` spends, or None when it spends none."""
-        ident = self.identify(request)
+        ident = self.identify(request, view)
         if ident is None:
             return None
         return f"throttle_{self.scope}_{self.budget}_{ident}"
@@ -88,13 +88,14 @@ class LoginThrottle(BaseThrottle):
 
 def _count(key: str, duration: int) -> int:
     """Count one attempt against ``key``; return the attempts counted in its window so far."""
-    backend = cache.get_cache()
-    backend.add(key, 0, duration + 1)  # opens the window; a concurrent add loses harmlessly
+    backend, timeout = cache.get_cache(), duration + 1
+    backend.add(key, 0, timeout)  # opens the window; a concurrent add loses harmlessly
     try:
         return int(backend.incr(key))
     except ValueError:  # the key lapsed between add and incr: this attempt opens it again
-        backend.add(key, 1, duration + 1)
-        return 1
+        if backend.add(key, 1, timeout):
+            return 1
+        return int(backend.incr(key))  # another attempt opened it first: count on it
 
 
 class LoginIPThrottle(LoginThrottle):
@@ -102,7 +103,7 @@ class LoginIPThrottle(LoginThrottle):
 
     budget = "ip"
 
-    def identify(self, request: Request) -> str | None:
+    def identify(self, request: Request, view: APIView | None) -> str | None:
         return clients.client_ip(request) or "unknown"
 
 
@@ -123,24 +124,37 @@ def normalize_username(value: Any) -> str | None:
 class LoginUsernameThrottle(LoginThrottle):
     """Counts login attempts per username (hashed: any length or alphabet makes a safe key)."""
 
-    #: The field holding the username; None means ``"username"`` (our login) or, failing
-    #: that, the user model's ``USERNAME_FIELD`` (what simplejwt's obtain view posts).
+    #: The field holding the username. None: the ``username_field`` of the view's serializer
+    #: (simplejwt's obtain serializer: the user model's ``USERNAME_FIELD``), or for a view
+    #: without one ``"username"`` (our login) or, failing that, ``USERNAME_FIELD``.
     username_field: str | None = None
     budget = "user"
 
-    def get_username(self, data: Any) -> Any:
+    def checked_field(self, view: APIView | None) -> str | None:
+        """Return the field the view's serializer checks the password of, or None if unknown.
+
+        The budget must be the one of the username that is checked: a view whose serializer
+        reads ``email`` ignores a posted ``username``, which must then not pick the budget.
+        """
+        if self.username_field is not None:
+            return self.username_field
+        field = getattr(getattr(view, "serializer_class", None), "username_field", None)
+        return field if isinstance(field, str) else None
+
+    def get_username(self, data: Any, view: APIView | None = None) -> Any:
         """Return the username posted in ``data`` (may be anything; checked by the caller)."""
         if not hasattr(data, "get"):
             return None
-        if self.username_field is not None:
-            return data.get(self.username_field)
+        field = self.checked_field(view)
+        if field is not None:
+            return data.get(field)
         username = data.get("username")
         if username is None or username == "":
             username = data.get(get_user_model().USERNAME_FIELD)
         return username
 
-    def identify(self, request: Request) -> str | None:
-        username = normalize_username(self.get_username(request.data))
+    def identify(self, request: Request, view: APIView | None) -> str | None:
+        username = normalize_username(self.get_username(request.data, view))
         return None if username is None else hash_data(username)
 
 
@@ -149,7 +163,7 @@ class ReauthenticationUserThrottle(LoginThrottle):
 
     budget = "reauth"
 
-    def identify(self, request: Request) -> str | None:
+    def identify(self, request: Request, view: APIView | None) -> str | None:
         if not request.user or not request.user.is_authenticated:
             return None
         return str(request.user.pk)

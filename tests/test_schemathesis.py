@@ -143,6 +143,15 @@ class DemoUser:
         return {"Authorization": f"{kind} {self.credentials[kind]}", "User-Agent": DESKTOP_UA}
 
 
+FORM_MEDIA_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def sendable(case) -> bool:
+    """False for a form body that is not an object: werkzeug's test client (schemathesis' WSGI
+    transport) cannot encode one and raises before any request reaches the server."""
+    return case.media_type not in FORM_MEDIA_TYPES or isinstance(case.body, (dict, type(None)))
+
+
 @pytest.fixture
 def demo_user(db):
     return DemoUser()
@@ -158,6 +167,8 @@ def demo_user(db):
     suppress_health_check=list(HealthCheck),
 )
 def test_every_operation_keeps_its_contract(case, demo_user):
+    if not sendable(case):
+        return
     fresh = f"{case.method.upper()} {case.path}" in ENDS_OWN_SESSION
     case.call_and_validate(headers=demo_user.headers(fresh=fresh), checks=CHECKS)
 
@@ -175,6 +186,8 @@ def test_every_operation_keeps_its_contract_with_made_up_credentials(case, demo_
     """No token of ours: the credential is the text schemathesis makes up for the
     ``Authorization`` header, after ``Token`` or ``Bearer`` (so it reaches both authentication
     classes' parsing), or nothing at all."""
+    if not sendable(case):
+        return
     made_up = (case.headers or {}).get("Authorization")
     headers = {"User-Agent": DESKTOP_UA}
     if made_up is not None:

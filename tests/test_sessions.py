@@ -599,7 +599,7 @@ def test_one_rule_decides_liveness_for_a_session_and_for_rows(
         assert rows.active(NOW).exists() is listed
         assert rows.filter(sessions.lapsed_q(NOW)).exists() is (time_rule is not None)
         found = sessions.lapse(session, NOW)
-        assert (found[1] if found else None) == time_rule
+        assert (found.default_code if found else None) == time_rule
         if code is None:
             sessions.check_session(session, session.user, NOW)
         else:

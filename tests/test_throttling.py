@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model, user_login_failed
+from django.contrib.auth.backends import ModelBackend
 from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
 from django.test import override_settings
@@ -11,7 +12,9 @@ from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.test import APIClient, APIRequestFactory
 
+from nilva_session.apis import TokenSessionObtainPairApi
 from nilva_session.models import UserSession
+from nilva_session.serializers import TokenSessionObtainPairSerializer
 from nilva_session.throttling import LoginIPThrottle, LoginThrottle, LoginUsernameThrottle
 
 from .conftest import DESKTOP_UA, PASSWORD
@@ -473,3 +476,153 @@ def test_spaces_around_a_username_give_no_fresh_budget(user, url, throttled):
         assert_throttled(attempt(client_from(f"203.0.113.{n}"), "alice" + " " * n, url=url))
     assert_throttled(attempt(client_from("192.0.2.200"), "alice   ", PASSWORD, url=url))
     assert not UserSession.objects.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# token/ counts the field its serializer checks (USERNAME_FIELD), whatever else is posted
+# --------------------------------------------------------------------------------------------
+
+
+class EmailBackend(ModelBackend):
+    """Signs in by e-mail, as a project whose ``USERNAME_FIELD`` is ``"email"`` would."""
+
+    def authenticate(self, request, email=None, password=None, **kwargs):
+        user = get_user_model().objects.filter(email=email).first()
+        if user is not None and user.check_password(password) and self.user_can_authenticate(user):
+            return user
+        return None
+
+
+@pytest.fixture
+def email_login(monkeypatch):
+    """token/ as in a project with ``USERNAME_FIELD = "email"``: simplejwt reads ``email``."""
+    monkeypatch.setattr(TokenSessionObtainPairSerializer, "username_field", "email")
+    with override_settings(AUTHENTICATION_BACKENDS=["tests.test_throttling.EmailBackend"]):
+        yield
+
+
+def test_token_obtain_counts_the_serializers_username_field(user, throttled, email_login):
+    # A "username" key the serializer ignores must not pick the budget: the e-mail is checked.
+    reached = []
+    receiver = lambda credentials, **kwargs: reached.append(credentials)  # noqa: E731
+    user_login_failed.connect(receiver)
+    try:
+        answers = [
+            client_from(f"198.51.100.{i + 1}")
+            .post(
+                TOKEN_URL,
+                {"username": f"decoy{i}", "email": "alice@example.com", "password": "wrong"},
+                format="json",
+            )
+            .status_code
+            for i in range(BUDGET * 3)
+        ]
+    finally:
+        user_login_failed.disconnect(receiver)
+    right = client_from("192.0.2.200").post(
+        TOKEN_URL,
+        {"username": "decoy", "email": "alice@example.com", "password": PASSWORD},
+        format="json",
+    )
+
+    assert answers == [401] * BUDGET + [429] * (BUDGET * 2)
+    assert len(reached) == BUDGET  # only the budget reached the password check
+    assert_throttled(right)
+    assert not UserSession.objects.exists()
+
+
+def test_token_obtain_reads_the_serializers_field_even_when_username_is_posted(email_login):
+    request = Request(
+        APIRequestFactory().post(
+            TOKEN_URL, {"username": "decoy", "email": "Alice@Example.com "}, format="json"
+        ),
+        parsers=[JSONParser()],
+    )
+
+    key = LoginUsernameThrottle().get_cache_key(request, TokenSessionObtainPairApi())
+
+    assert key is not None
+    assert key == username_key("alice@example.com")
+
+
+def test_email_login_is_really_checked_by_the_email_backend(user, email_login):
+    # The fixture above is a working e-mail login, not a view that refuses everything.
+    response = client_from("192.0.2.201").post(
+        TOKEN_URL, {"email": "alice@example.com", "password": PASSWORD}, format="json"
+    )
+
+    assert response.status_code == 200, response.content
+
+
+@pytest.mark.parametrize("url", [LOGIN_URL, TOKEN_URL])
+@pytest.mark.parametrize(
+    "spelling", ["ALICE", "\uff41\uff4c\uff49\uff43\uff45", " Alice\t"], ids=["case", "nfkc", "mix"]
+)
+def test_case_and_unicode_spellings_give_no_fresh_budget(user, throttled, url, spelling):
+    reached = []
+    receiver = lambda credentials, **kwargs: reached.append(credentials)  # noqa: E731
+    for i in range(BUDGET):
+        attempt(client_from(f"198.51.100.{i + 1}"), "alice", url=url)
+    user_login_failed.connect(receiver)
+    try:
+        refused = attempt(client_from("203.0.113.9"), spelling, url=url)
+    finally:
+        user_login_failed.disconnect(receiver)
+
+    assert_throttled(refused)
+    assert reached == []
+
+
+@pytest.mark.parametrize("url", [LOGIN_URL, TOKEN_URL])
+@pytest.mark.parametrize("value", [True, None, ["alice"], {"a": 1}], ids=repr)
+def test_a_username_of_no_string_type_never_reaches_the_password_check(db, throttled, url, value):
+    # Spends no username budget (the IP budget still applies): the serializer refuses it.
+    reached = []
+    receiver = lambda credentials, **kwargs: reached.append(credentials)  # noqa: E731
+    user_login_failed.connect(receiver)
+    try:
+        response = attempt(client_from("198.51.100.1"), value, url=url)
+    finally:
+        user_login_failed.disconnect(receiver)
+
+    assert response.status_code == 400, response.content
+    assert reached == []
+
+
+def test_a_float_username_spends_the_budget_of_its_text(db, throttled):
+    get_user_model().objects.create_user("12.5", password=PASSWORD)
+    for i in range(BUDGET):
+        attempt(client_from(f"198.51.100.{i + 1}"), 12.5, url=TOKEN_URL)
+
+    assert_throttled(attempt(client_from("192.0.2.200"), "12.5", PASSWORD, url=TOKEN_URL))
+
+
+class LapsingCache(LocMemCache):
+    """A cache whose entry lapses once, between the throttle's ``add`` and its ``incr``."""
+
+    lapses: list[str] = []  # the keys still to lapse; emptied as they do
+    lapsed: list[str] = []
+
+    def incr(self, key, delta=1, version=None):
+        if key in self.lapses:
+            self.lapses.remove(key)
+            self.delete(key, version=version)
+            self.lapsed.append(key)
+        return super().incr(key, delta, version)
+
+
+def test_an_entry_that_lapses_between_add_and_incr_still_counts_the_attempt(user, throttled, clock):
+    request = Request(
+        APIRequestFactory().post(LOGIN_URL, {"username": "alice"}, format="json"),
+        parsers=[JSONParser()],
+    )
+    window = int(clock.now // 60)
+    key = f"{LoginUsernameThrottle().get_cache_key(request, None)}:{window}"
+    LapsingCache.lapses, LapsingCache.lapsed = [key], []
+    with override_settings(CACHES={"default": {"BACKEND": "tests.test_throttling.LapsingCache"}}):
+        answers = [attempt(client_from(f"198.51.100.{i + 1}"), "alice") for i in range(BUDGET)]
+        refused = attempt(client_from("192.0.2.200"), "alice", PASSWORD)
+
+    assert LapsingCache.lapsed == [key]  # the lapse happened, on the first attempt
+    assert [a.status_code for a in answers] == [400] * BUDGET
+    assert_throttled(refused)
