@@ -79,7 +79,7 @@ def token_client(user, open_session):
 @pytest.fixture
 def clock(monkeypatch):
     """A frozen clock for nilva-session and the cache (``clock.advance(minutes=1)``)."""
-    from .test_cache import Clock
+    from .support.doubles import Clock
 
     return Clock(monkeypatch)
 
@@ -89,7 +89,7 @@ def cache_spy(monkeypatch):
     """Counts the calls made on the real session cache (``cache_spy.calls``)."""
     from nilva_session import cache
 
-    from .test_cache import CacheSpy
+    from .support.doubles import CacheSpy
 
     return CacheSpy(cache.get_cache(), monkeypatch)
 

@@ -26,7 +26,7 @@ from nilva_session.signals import session_revoked, session_suspended
 from nilva_session.utils import BASE62, is_legacy_token, is_well_formed_token, token_generator
 
 from .conftest import DESKTOP_UA, DESKTOP_UA_NEXT, FIREFOX_UA, IPHONE_UA, PASSWORD
-from .test_cache import nilva_settings
+from .support.doubles import nilva_settings
 from .urls import WhoAmI
 
 WHOAMI_URL = "/api/whoami/"

@@ -19,9 +19,9 @@ from nilva_session import cache, guessing, sessions
 from nilva_session.utils import hash_data, token_generator
 
 from .conftest import DESKTOP_UA
+from .support.doubles import nilva_settings
 from .support.inprocess import private_redis_cache
 from .support.services import services_active
-from .test_cache import nilva_settings
 
 WHOAMI_URL = "/api/whoami/"
 IP = "203.0.113.7"

@@ -47,6 +47,7 @@ from nilva_session.serializers import TokenSessionObtainPairSerializer
 from nilva_session.sessions import current_session
 from nilva_session.signals import session_created
 from tests.conftest import DESKTOP_UA, FIREFOX_UA, PASSWORD
+from tests.support.doubles import nilva_settings
 from tests.support.subsuite import assert_suite_passes
 
 OBTAIN_URL = "/api/sessions/token/"
@@ -156,11 +157,6 @@ def auth_classes(monkeypatch):
     yield apply
     for override in reversed(overrides):
         override.disable()
-
-
-def nilva(**options):
-    """``override_settings(NILVA_SESSION=...)`` that keeps the suite's throttle switched off."""
-    return override_settings(NILVA_SESSION={"LOGIN_THROTTLE_RATE": None, **options})
 
 
 @pytest.fixture(scope="module")
@@ -430,7 +426,7 @@ def test_obtain_refuses_inactive_user_with_check_user_is_active(user, api_client
 
 
 def test_obtain_uses_the_configured_session_id_claim(user, api_client):
-    with nilva(SESSION_ID_CLAIM="sid"):
+    with nilva_settings(SESSION_ID_CLAIM="sid"):
         data = login(api_client)
         whoami = bearer(data["access"]).get(WHOAMI_URL)
 
@@ -694,7 +690,7 @@ def test_session_claim_name_follows_settings(user, open_session):
     session, _ = open_session(user)
     with_default_name = mint_access(user, session.pk)
 
-    with nilva(SESSION_ID_CLAIM="sid"):
+    with nilva_settings(SESSION_ID_CLAIM="sid"):
         response = bearer(str(with_default_name)).get(WHOAMI_URL)
 
     body = assert_401_json(response)
@@ -985,7 +981,7 @@ def test_without_blacklist_app_rotation_leaves_the_old_refresh_token_usable(jwt_
 
 def test_rotated_refresh_token_never_outlives_the_session(user, api_client, simple_jwt):
     simple_jwt(ROTATE_REFRESH_TOKENS=True, REFRESH_TOKEN_LIFETIME=timedelta(days=30))
-    with nilva(EXPIRE_AT=timedelta(hours=1)):
+    with nilva_settings(EXPIRE_AT=timedelta(hours=1)):
         data = login(api_client)
     session = UserSession.objects.get(pk=data["session_id"])
 
@@ -996,7 +992,7 @@ def test_rotated_refresh_token_never_outlives_the_session(user, api_client, simp
 
 def test_refreshed_access_token_never_outlives_the_session(user, api_client, simple_jwt):
     simple_jwt(ACCESS_TOKEN_LIFETIME=timedelta(days=2))
-    with nilva(EXPIRE_AT=timedelta(hours=1)):
+    with nilva_settings(EXPIRE_AT=timedelta(hours=1)):
         data = login(api_client)
     session = UserSession.objects.get(pk=data["session_id"])
 
@@ -1319,7 +1315,7 @@ def test_custom_user_id_claim_still_refuses_another_users_session(
 
 def test_session_shorter_than_refresh_lifetime_caps_the_refresh_token(user, api_client, simple_jwt):
     simple_jwt(REFRESH_TOKEN_LIFETIME=timedelta(days=1))
-    with nilva(EXPIRE_AT=timedelta(minutes=5)):
+    with nilva_settings(EXPIRE_AT=timedelta(minutes=5)):
         data = login(api_client)
     session = UserSession.objects.get(pk=data["session_id"])
 
@@ -1332,7 +1328,7 @@ def test_session_shorter_than_refresh_lifetime_caps_the_refresh_token(user, api_
 
 def test_session_shorter_than_access_lifetime_caps_the_access_token(user, api_client, simple_jwt):
     simple_jwt(ACCESS_TOKEN_LIFETIME=timedelta(hours=1))
-    with nilva(EXPIRE_AT=timedelta(minutes=5)):
+    with nilva_settings(EXPIRE_AT=timedelta(minutes=5)):
         data = login(api_client)
     session = UserSession.objects.get(pk=data["session_id"])
 
@@ -1341,7 +1337,7 @@ def test_session_shorter_than_access_lifetime_caps_the_access_token(user, api_cl
 
 def test_session_longer_than_refresh_lifetime_keeps_simplejwts_expiry(user, api_client, simple_jwt):
     simple_jwt(REFRESH_TOKEN_LIFETIME=timedelta(days=1))
-    with nilva(EXPIRE_AT=timedelta(days=30)):
+    with nilva_settings(EXPIRE_AT=timedelta(days=30)):
         data = login(api_client)
 
     refresh_claims = claims(data["refresh"])
@@ -1351,7 +1347,7 @@ def test_session_longer_than_refresh_lifetime_keeps_simplejwts_expiry(user, api_
 
 def test_sessions_without_expiry_keep_simplejwts_expiry(user, api_client, simple_jwt):
     simple_jwt(REFRESH_TOKEN_LIFETIME=timedelta(days=3))
-    with nilva(EXPIRE_AT=None):
+    with nilva_settings(EXPIRE_AT=None):
         data = login(api_client)
 
     assert data["expire_at"] is None
@@ -1371,7 +1367,7 @@ def test_short_access_lifetime_is_honoured(user, api_client, simple_jwt):
 
 def test_long_lifetimes_are_honoured_when_the_session_is_longer(user, api_client, simple_jwt):
     simple_jwt(ACCESS_TOKEN_LIFETIME=timedelta(days=7), REFRESH_TOKEN_LIFETIME=timedelta(days=20))
-    with nilva(EXPIRE_AT=timedelta(days=25)):
+    with nilva_settings(EXPIRE_AT=timedelta(days=25)):
         data = login(api_client)
 
     assert claims(data["access"])["exp"] - claims(data["access"])["iat"] == 7 * 86400
@@ -1380,7 +1376,7 @@ def test_long_lifetimes_are_honoured_when_the_session_is_longer(user, api_client
 
 
 def test_expire_at_in_response_matches_the_refresh_cap(user, api_client):
-    with nilva(EXPIRE_AT=timedelta(minutes=5)):
+    with nilva_settings(EXPIRE_AT=timedelta(minutes=5)):
         data = login(api_client)
 
     expire_at = datetime.fromisoformat(data["expire_at"].replace("Z", "+00:00"))
@@ -1470,7 +1466,7 @@ def test_refresh_uses_the_configured_classs_user_agent_check(user, api_client):
     firefox = APIClient(HTTP_USER_AGENT=FIREFOX_UA, REMOTE_ADDR="203.0.113.7")
     # Named by JWT_AUTHENTICATION_CLASS (it used to be guessed from the DRF settings).
     lenient = "tests.test_jwt.LenientJwtAuthentication"
-    with nilva(JWT_AUTHENTICATION_CLASS=lenient):
+    with nilva_settings(JWT_AUTHENTICATION_CLASS=lenient):
         response = firefox.post(REFRESH_URL, {"refresh": data["refresh"]}, format="json")
     assert response.status_code == 200, response.content
     assert UserSession.objects.get(pk=data["session_id"]).is_active
@@ -1579,7 +1575,7 @@ def test_another_users_idle_session_is_not_found_so_not_ended(user, other_user, 
     theirs, _ = open_session(other_user)
     UserSession.objects.filter(pk=theirs.pk).update(last_online=timezone.now() - timedelta(hours=1))
     access = mint_access(user, theirs.pk)
-    with nilva(IDLE_TIMEOUT=600):
+    with nilva_settings(IDLE_TIMEOUT=600):
         response = bearer(str(access), ua=FIREFOX_UA).get(WHOAMI_URL)
     assert response.status_code == 401
     assert response.json()["code"] == "invalid_token"  # not session_idle: nothing revealed

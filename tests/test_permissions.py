@@ -21,9 +21,9 @@ from nilva_session.permissions import ReauthenticationRequired, RecentlyAuthenti
 
 from . import urls as base_urls
 from .conftest import DESKTOP_UA, PASSWORD
+from .support.doubles import nilva_settings
 from .support.inprocess import private_redis_cache
 from .support.services import services_active
-from .test_cache import nilva_settings
 
 pytestmark = [pytest.mark.urls("tests.test_permissions")]
 

@@ -54,9 +54,9 @@ from nilva_session.utils import hash_data, token_generator
 
 from . import urls as base_urls
 from .conftest import DESKTOP_UA, FIREFOX_UA, IPHONE_UA, PASSWORD
+from .support.doubles import nilva_settings
 from .support.inprocess import private_redis_cache
 from .support.services import services_active
-from .test_cache import nilva_settings
 
 # The module is its own URLconf: the suite's routes plus a few views that use the public API.
 pytestmark = [pytest.mark.urls("tests.test_security")]

@@ -22,7 +22,7 @@ from nilva_session.signals import session_created, session_revoked
 from nilva_session.utils import hash_data, is_well_formed_token, token_generator
 
 from .conftest import DESKTOP_UA, FakeRequest
-from .test_cache import nilva_settings
+from .support.doubles import nilva_settings
 
 WHOAMI_URL = "/api/whoami/"
 
