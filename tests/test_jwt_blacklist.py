@@ -24,6 +24,7 @@ if BLACKLIST_APP not in settings.INSTALLED_APPS:
 from rest_framework_simplejwt.tokens import RefreshToken  # noqa: E402
 
 from nilva_session.models import EndReason, UserSession  # noqa: E402
+from tests.support.doubles import nilva_settings  # noqa: E402
 from tests.test_jwt import (  # noqa: E402
     WHOAMI_URL,
     bearer,
@@ -34,7 +35,6 @@ from tests.test_jwt import (  # noqa: E402
     logout,
     mint_refresh,
     new_client,
-    nilva,
     refresh,
     simple_jwt,
 )
@@ -111,7 +111,7 @@ def test_rotated_token_is_outstanding_with_its_capped_expiry(user, api_client, s
         BLACKLIST_AFTER_ROTATION=True,
         REFRESH_TOKEN_LIFETIME=timedelta(days=30),
     )
-    with nilva(EXPIRE_AT=timedelta(hours=1)):
+    with nilva_settings(EXPIRE_AT=timedelta(hours=1)):
         data = login(api_client)
     session = UserSession.objects.get(pk=data["session_id"])
 
