@@ -26,6 +26,17 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
 
+def client_of(request: Any) -> tuple[sessions.Client, bool]:
+    """Return the core's input for ``request``: ``(client, record_activity)``.
+
+    Without a request (a hook called from code) the client is ``UNKNOWN``: no user-agent or IP
+    rule can be applied, and no activity is written; the database decides idleness.
+    """
+    if request is None:
+        return sessions.UNKNOWN, False
+    return sessions.Client.of(request), True
+
+
 class UserSessionDBTokenAuthentication(BaseAuthentication):
     """Opaque token bound to a ``UserSession``: ``Authorization: Token <token>``.
 
@@ -67,7 +78,10 @@ class UserSessionDBTokenAuthentication(BaseAuthentication):
     ) -> tuple[AbstractBaseUser, UserSession]:
         """Return ``(user, session)`` for a raw token, or raise ``AuthenticationFailed`` (401)
         or ``Throttled`` (429, too many unknown tokens from this client)."""
-        return sessions.authenticate_token(key, request, self.check_user_agent)
+        client, record_activity = client_of(request)
+        return sessions.authenticate_token(
+            key, client, self.check_user_agent, record_activity=record_activity
+        )
 
     def check_user_agent(self, session: UserSession, request: Any) -> None:
         """Apply ``USER_AGENT_CHECK``; override to change the rule. Returns None or raises."""
@@ -131,11 +145,13 @@ class UserSessionDBJwtAuthentication(JWTAuthentication):
         up by the token's session claim *and* its user claim (another user's session is not
         found), then goes through the same cache and rules as an opaque token.
         """
+        client, record_activity = client_of(request)
         return sessions.authenticate_session_id(
             token.get(session_settings.SESSION_ID_CLAIM),
-            request,
+            client,
             self.check_user_agent,
             owner=owner_of(token),
+            record_activity=record_activity,
         )
 
     def check_user_agent(self, session: UserSession, request: Any) -> None:

@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -46,6 +47,34 @@ UserAgentCheck = Callable[[UserSession, Any], None]
 
 #: ``(user field, value)``: the user a credential says it belongs to (a JWT's user claim).
 Owner = tuple[str, Any]
+
+
+@dataclass(frozen=True)
+class Client:
+    """What authentication knows of the client presenting a credential.
+
+    ``user_agent`` None means *unknown* (no request: a call from code, not from a client), so
+    the user-agent and IP rules cannot be applied; that is said by passing :data:`UNKNOWN`,
+    never by leaving an argument out. ``request`` is what the rules' hooks receive and what the
+    session is attached to (``current_session``).
+    """
+
+    ip: str | None
+    user_agent: str | None
+    request: Any = None
+
+    @classmethod
+    def of(cls, request: Any) -> Client:
+        """Return the client of a Django or DRF request."""
+        return cls(clients.client_ip(request), clients.user_agent(request), request)
+
+    @property
+    def known(self) -> bool:
+        return self.user_agent is not None
+
+
+#: A caller without a request (a management command, a websocket consumer's own code).
+UNKNOWN = Client(ip=None, user_agent=None)
 
 
 def _initial_expiry(now: datetime, expire_at: datetime | None) -> datetime | None:
@@ -111,13 +140,18 @@ def open_session(
 
 
 def authenticate_token(
-    token: str, request: Any, user_agent_check: UserAgentCheck | None = None
+    token: str,
+    client: Client,
+    user_agent_check: UserAgentCheck | None = None,
+    *,
+    record_activity: bool = True,
 ) -> tuple[AbstractBaseUser, UserSession]:
     """Return ``(user, session)`` for a raw opaque token, or raise :class:`SessionRefused`.
 
     A token of the wrong shape is refused before any cache or database access; a client that
     keeps sending unknown tokens is throttled (``INVALID_TOKEN_THROTTLE_RATE``) before the
-    database is asked again.
+    database is asked again. ``record_activity`` writes ``last_online`` / ``last_ip`` (at most
+    once per interval); without it, idleness is decided from the database.
     """
     if not is_well_formed_token(token) and not (
         session_settings.ACCEPT_LEGACY_TOKENS and is_legacy_token(token)
@@ -125,7 +159,12 @@ def authenticate_token(
         raise errors.InvalidToken()
     digest = hash_data(token)
     return _authenticate(
-        cache.token_key(digest), {"key": digest}, request, user_agent_check, guard_guessing=True
+        cache.token_key(digest),
+        {"key": digest},
+        client,
+        user_agent_check,
+        record_activity=record_activity,
+        guard_guessing=True,
     )
 
 
@@ -143,10 +182,11 @@ def parse_session_id(session_id: Any) -> uuid.UUID:
 
 def authenticate_session_id(
     session_id: Any,
-    request: Any,
+    client: Client,
     user_agent_check: UserAgentCheck | None = None,
     *,
     owner: Owner | None = None,
+    record_activity: bool = True,
 ) -> tuple[AbstractBaseUser, UserSession]:
     """Return ``(user, session)`` for a session id (from a verified JWT), or raise.
 
@@ -155,7 +195,12 @@ def authenticate_session_id(
     """
     parsed = parse_session_id(session_id)
     return _authenticate(
-        cache.session_key(parsed), {"pk": parsed}, request, user_agent_check, owner=owner
+        cache.session_key(parsed),
+        {"pk": parsed},
+        client,
+        user_agent_check,
+        record_activity=record_activity,
+        owner=owner,
     )
 
 
@@ -170,21 +215,22 @@ def owned_by(user: Any, owner: Owner | None) -> bool:
 def _authenticate(
     entry_key: str,
     lookup: dict[str, Any],
-    request: Any,
+    client: Client,
     user_agent_check: UserAgentCheck | None,
+    *,
+    record_activity: bool,
     guard_guessing: bool = False,
     owner: Owner | None = None,
 ) -> tuple[AbstractBaseUser, UserSession]:
-    now = timezone.now()
-    ip = clients.client_ip(request) if request is not None else None
+    now, ip = timezone.now(), client.ip
     failures_key = guessing.counter_key(ip, now) if guard_guessing else None
     digest = lookup.get("key")
     cached = cache.lookup(entry_key, lambda entry: codec.unpack(entry, digest), failures_key)
     found, marker, failures = cached.found, cached.marker, cached.counter
     if found is not None and session_settings.SLIDING_EXPIRY and found[0].is_expired_at(now):
         found = None  # the copy may predate a sliding extension: the database decides
-    if found is not None and request is None and session_settings.IDLE_TIMEOUT is not None:
-        found = None  # idleness is settled by the activity write, which needs a request
+    if found is not None and not record_activity and session_settings.IDLE_TIMEOUT is not None:
+        found = None  # idleness is settled by the activity write: without it, the database
     if found is not None:
         session, user = found
     else:
@@ -201,17 +247,18 @@ def _authenticate(
         raise errors.InvalidToken()
     try:
         check_session(session, user, now, from_database=found is None)
-        if request is not None:
-            (user_agent_check or check_user_agent)(session, request)
-            check_ip_binding(session, ip, request)
+        if client.known:
+            (user_agent_check or check_user_agent)(session, client.request)
+            check_ip_binding(session, ip, client.request)
     except SessionRefused as refusal:
         logger.info("authentication refused: session=%s reason=%s", session.pk, refusal.code)
         raise
-    if request is not None:
+    if record_activity:
         # Before the fill, so the copy carries the IP this request binds (BIND_IP) and is
         # never made of a session the activity write finds idle.
         _record_activity(session, entry_key, marker, ip, now)
-        setattr(getattr(request, "_request", request), REQUEST_ATTRIBUTE, session)
+    if client.request is not None:
+        setattr(getattr(client.request, "_request", client.request), REQUEST_ATTRIBUTE, session)
     if cached.fillable:
         _fill_cache(entry_key, session, user, now)
     return user, session

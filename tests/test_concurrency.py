@@ -75,9 +75,9 @@ def attempt(credential: str, session: UserSession, *, by_id: bool, ip: str = IP)
     """Authenticate by token or by session id (the JWT path); return "ok" or the refusal code."""
     try:
         if by_id:
-            sessions.authenticate_session_id(session.pk, FakeRequest(ip=ip))
+            sessions.authenticate_session_id(session.pk, sessions.Client.of(FakeRequest(ip=ip)))
         else:
-            sessions.authenticate_token(credential, FakeRequest(ip=ip))
+            sessions.authenticate_token(credential, sessions.Client.of(FakeRequest(ip=ip)))
     except sessions.SessionRefused as refused:
         return refused.code
     return "ok"

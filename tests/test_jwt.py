@@ -1543,6 +1543,23 @@ def test_odd_claims_in_a_signed_token_are_refused_with_401(user, changes):
     assert db_state() == before
 
 
+@pytest.mark.parametrize("missing", ["jti", "token_type", "exp", "user_id", "session_id"])
+def test_a_signed_token_without_a_required_claim_is_refused_with_401(user, missing):
+    data = login(new_client())
+    before = db_state()
+    for kind, send in (
+        ("access", lambda token: bearer(token).get(ACTIVE_URL)),
+        ("refresh", lambda token: refresh(new_client(), token)),
+        ("refresh", lambda token: logout(new_client(), token)),
+    ):
+        payload = claims(data[kind])
+        del payload[missing]
+        response = send(signed(payload))
+        assert response.status_code == 401, (kind, response.content)
+        assert isinstance(response.json().get("code"), str), response.content
+    assert db_state() == before
+
+
 def test_exp_far_in_the_future_is_refused_on_every_bearer_endpoint(user):
     data = login(new_client())
     token = signed({**claims(data["access"]), "exp": 10**30})

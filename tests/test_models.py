@@ -520,11 +520,11 @@ def test_invalidate_cache_of_another_key_leaves_the_session_cached(token_client)
 @pytest.mark.django_db
 def test_invalidate_cache_by_session_id_makes_the_next_lookup_read_the_db(user, open_session):
     session, _ = open_session(user)
-    request = FakeRequest()
+    client = sessions.Client.of(FakeRequest())
 
     def lookup_queries():
         with CaptureQueriesContext(connection) as captured:
-            found_user, found = sessions.authenticate_session_id(session.pk, request)
+            found_user, found = sessions.authenticate_session_id(session.pk, client)
         assert found.pk == session.pk
         assert found_user.pk == user.pk
         return len(captured.captured_queries)

@@ -390,7 +390,9 @@ def test_asvs_7_4_3_can_be_turned_off(user):
 def test_asvs_7_4_3_a_save_that_keeps_the_password_ends_nothing(user):
     devices = three_devices()
     # The cached request.user (password deferred) saving something else.
-    cached_user = sessions.authenticate_token(devices[0].token, None)[0]
+    cached_user = sessions.authenticate_token(
+        devices[0].token, sessions.UNKNOWN, record_activity=False
+    )[0]
     assert "password" in cached_user.get_deferred_fields()
     cached_user.last_name = "Liddell"
     cached_user.save()

@@ -394,7 +394,9 @@ def test_activity_update_never_revives_an_ended_session(user, open_session):
         # Runs after the checks and before the activity write, like a concurrent revoke.
         UserSession.objects.filter(pk=live_session.pk).revoke()
 
-    sessions.authenticate_token(token, FakeRequest(ip="198.51.100.99"), revoke_during_the_request)
+    sessions.authenticate_token(
+        token, sessions.Client.of(FakeRequest(ip="198.51.100.99")), revoke_during_the_request
+    )
     row = UserSession.objects.get(pk=session.pk)
     assert row.is_active is False
     assert row.end_reason == EndReason.REVOKED
@@ -606,3 +608,56 @@ def test_one_rule_decides_liveness_for_a_session_and_for_rows(
             with pytest.raises(sessions.SessionRefused) as refused:
                 sessions.check_session(session, session.user, NOW)
             assert refused.value.code == code
+
+
+# --------------------------------------------------------------------------------------------
+# the core's input: a Client value and an explicit activity flag
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_core_takes_a_client_it_cannot_be_left_out(user):
+    _session, token = sessions.open_session(user, FakeRequest())
+    with pytest.raises(TypeError):
+        sessions.authenticate_token(token)  # type: ignore[call-arg]
+
+
+def test_client_of_a_drf_request_reads_ip_and_user_agent_and_attaches_the_session(user):
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    session, token = sessions.open_session(user, FakeRequest())
+    request = Request(
+        APIRequestFactory().get("/", HTTP_USER_AGENT=DESKTOP_UA, REMOTE_ADDR="203.0.113.7")
+    )
+    client = sessions.Client.of(request)
+    assert (client.ip, client.user_agent, client.known) == ("203.0.113.7", DESKTOP_UA, True)
+    _user, found = sessions.authenticate_token(token, client)
+    assert found.pk == session.pk
+    assert sessions.current_session(request._request).pk == session.pk
+
+
+def test_an_unknown_client_without_activity_writes_nothing(user, django_assert_num_queries):
+    session, token = sessions.open_session(user, FakeRequest(ip="198.51.100.7"))
+    UserSession.objects.filter(pk=session.pk).update(
+        last_online=timezone.now() - timedelta(hours=1)
+    )
+    before = UserSession.objects.values_list("last_online", "last_ip", "is_active").get(
+        pk=session.pk
+    )
+    with django_assert_num_queries(1):  # the lookup; no activity UPDATE
+        sessions.authenticate_token(token, sessions.UNKNOWN, record_activity=False)
+    after = UserSession.objects.values_list("last_online", "last_ip", "is_active").get(
+        pk=session.pk
+    )
+    assert after == before
+
+
+def test_without_activity_idleness_is_read_from_the_database_even_when_cached(user):
+    session, token = sessions.open_session(user, FakeRequest())
+    sessions.authenticate_token(token, sessions.Client.of(FakeRequest()))  # cached now
+    UserSession.objects.filter(pk=session.pk).update(
+        last_online=timezone.now() - timedelta(hours=1)
+    )
+    with nilva_settings(IDLE_TIMEOUT=600), pytest.raises(sessions.SessionRefused) as refused:
+        sessions.authenticate_token(token, sessions.UNKNOWN, record_activity=False)
+    assert refused.value.code == "session_idle"
