@@ -1,327 +1,198 @@
-"""System checks for the ``NILVA_SESSION`` settings, one function per concern.
+"""System checks for the ``NILVA_SESSION`` settings.
 
-Ids are stable: ``nilva_session.E00x`` for errors, ``nilva_session.W00x`` for warnings.
+``CHECKS`` is the catalogue (django-axes' style): each id names one problem, and ids are
+stable, ``nilva_session.E0xx`` for errors, ``W0xx`` for warnings. :func:`check_settings` checks
+every setting's value against its declaration in ``conf.SETTINGS``; each rule between settings,
+or between a setting and the rest of the project, has a function of its own.
 """
 
 from __future__ import annotations
 
-import math
-import string
-from datetime import timedelta
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from .conf import DEFAULTS, DURATION_SETTINGS, USER_AGENT_CHECK_MODES, session_settings
+from .conf import (
+    DEFAULTS,
+    MAX_PREFIX_LENGTH,
+    MIN_TOKEN_BITS,
+    SESSION_LIMIT_POLICIES,
+    SETTINGS,
+    USER_AGENT_CHECK_MODES,
+    non_negative_int,
+    positive_duration,
+    session_settings,
+    trusted_proxies,
+)
+from .utils import MAX_BODY_LENGTH, MIN_BODY_LENGTH
 
-MIN_TOKEN_BITS = 128
-PREFIX_ALPHABET = frozenset(string.ascii_letters + string.digits + "_-")
+Check = Callable[..., list[CheckMessage]]
+
 PROCESS_LOCAL_CACHES = (
     "django.core.cache.backends.locmem.LocMemCache",
     "django.core.cache.backends.dummy.DummyCache",
     "django.core.cache.backends.filebased.FileBasedCache",
 )
-STRING_SETTINGS = (
-    "SESSION_CACHE_PREFIX",
-    "SESSION_ID_CACHE_PREFIX",
-    "SESSION_ID_CLAIM",
-    "AUTH_HEADER_PREFIX",
-)
+
+#: id: (the problem, a hint or None). A message reads "<what is set>: <the problem>."
+CHECKS: dict[str, tuple[str, str | None]] = {
+    "E001": ("must be a positive timedelta or None", "For example: timedelta(days=1)."),
+    "E002": (
+        f"must be a whole number of base62 characters giving at least {MIN_TOKEN_BITS} bits "
+        f"({MIN_BODY_LENGTH} to {MAX_BODY_LENGTH})",
+        "The default, 43, gives 256 bits.",
+    ),
+    "E003": (f"must be one of: {', '.join(USER_AGENT_CHECK_MODES)}", None),
+    "E004": ("must be a key of settings.CACHES", None),
+    "E005": ("must be a DRF rate such as '5/min', or None to turn it off", None),
+    "E006": (
+        f"must be at most {MAX_PREFIX_LENGTH} characters from A-Z, a-z, 0-9, '_' and '-'",
+        "Use '' for no prefix.",
+    ),
+    "E007": ("must be a positive timedelta or number of seconds", None),
+    "E008": ("must be a positive integer", None),
+    "E009": ("must be a non-empty string without spaces", None),
+    "E010": ("must be a positive timedelta, a positive number of seconds, or None", None),
+    "E011": (
+        "must be set when SLIDING_EXPIRY is on, or a session kept in use never expires",
+        "For example: ABSOLUTE_LIFETIME = timedelta(days=30).",
+    ),
+    "E012": (
+        "MAX_SESSIONS_PER_USER must be a positive integer or None, and SESSION_LIMIT_POLICY "
+        f"one of: {', '.join(SESSION_LIMIT_POLICIES)}",
+        None,
+    ),
+    "E013": (
+        "TRUSTED_PROXY_COUNT must be a whole number >= 0 and TRUSTED_PROXIES a list of "
+        "networks, and only one of them may be set",
+        None,
+    ),
+    "E014": ("must be the dotted path of UserSessionDBJwtAuthentication or a subclass", None),
+    "E015": (
+        "must be longer than LAST_ONLINE_UPDATE_INTERVAL (activity is recorded once per "
+        "interval, so a shorter timeout cannot be told)",
+        None,
+    ),
+    "W001": (
+        "the cache is local to one process, and DEBUG is off",
+        "A session ended through one worker would stay usable on the others until "
+        "SESSION_CACHE_TTL passes. Use a shared cache (Redis) in production, or set "
+        "NILVA_SESSION['CACHE_ALIAS'] to one.",
+    ),
+    "W002": ("not nilva-session settings; ignored", "Check the spelling against the README."),
+    "W003": (
+        "token/refresh/ applies the rules of another JWT class than DRF authenticates with",
+        "Set NILVA_SESSION['JWT_AUTHENTICATION_CLASS'] to the class DRF uses.",
+    ),
+}
 
 
 def _setting(name: str) -> Any:
     return getattr(session_settings, name)
 
 
-@register(Tags.security)
-def check_expire_at(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    value = _setting("EXPIRE_AT")
-    if value is None or (isinstance(value, timedelta) and value > timedelta(0)):
-        return []
-    return [
-        Error(
-            f"NILVA_SESSION['EXPIRE_AT'] must be a positive timedelta or None, not {value!r}.",
-            hint="For example: EXPIRE_AT = timedelta(days=1).",
-            id="nilva_session.E001",
-        )
-    ]
+def _is(name: str) -> str:
+    return f"NILVA_SESSION[{name!r}] is {_setting(name)!r}"
+
+
+def _report(check_id: str, subject: str) -> CheckMessage:
+    problem, hint = CHECKS[check_id]
+    kind = Error if check_id.startswith("E") else Warning
+    return kind(f"{subject}: {problem}.", hint=hint, id=f"nilva_session.{check_id}")
+
+
+def _reported_if(bad: Any, check_id: str, subject: str) -> list[CheckMessage]:
+    return [_report(check_id, subject)] if bad else []
 
 
 @register(Tags.security)
-def check_token_size(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    from .utils import MAX_BODY_LENGTH
-
-    value = _setting("TOKEN_SIZE")
-    bits = value * math.log2(62) if isinstance(value, int) and not isinstance(value, bool) else 0
-    if bits >= MIN_TOKEN_BITS and value <= MAX_BODY_LENGTH:
-        return []
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Every setting's value against its declaration, under that declaration's id."""
     return [
-        Error(
-            f"NILVA_SESSION['TOKEN_SIZE'] is {value!r}: it must be a whole number of base62 "
-            f"characters giving at least {MIN_TOKEN_BITS} bits (22 to {MAX_BODY_LENGTH}).",
-            hint="The default, 43, gives 256 bits.",
-            id="nilva_session.E002",
-        )
+        _report(s.check_id, _is(s.name))
+        for s in SETTINGS
+        if s.check_id and not s.valid(_setting(s.name))
     ]
 
 
-@register()
-def check_user_agent_mode(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    value = _setting("USER_AGENT_CHECK")
-    if value in USER_AGENT_CHECK_MODES:
-        return []
-    return [
-        Error(
-            f"NILVA_SESSION['USER_AGENT_CHECK'] is {value!r}; "
-            f"use one of: {', '.join(USER_AGENT_CHECK_MODES)}.",
-            id="nilva_session.E003",
-        )
-    ]
+@register(Tags.security)
+def check_idle_timeout(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    idle, interval = _setting("IDLE_TIMEOUT"), _setting("LAST_ONLINE_UPDATE_INTERVAL")
+    too_short = positive_duration(idle) and positive_duration(interval) and idle <= interval
+    return _reported_if(too_short, "E015", _is("IDLE_TIMEOUT"))
+
+
+@register(Tags.security)
+def check_sliding_expiry(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    uncapped = _setting("SLIDING_EXPIRY") and _setting("ABSOLUTE_LIFETIME") is None
+    return _reported_if(uncapped, "E011", _is("ABSOLUTE_LIFETIME"))
+
+
+@register(Tags.security)
+def check_proxy_conflict(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    count, networks = _setting("TRUSTED_PROXY_COUNT"), _setting("TRUSTED_PROXIES")
+    both = non_negative_int(count) and trusted_proxies(networks) and count and networks
+    return _reported_if(both, "E013", f"{_is('TRUSTED_PROXY_COUNT')}, TRUSTED_PROXIES {networks!r}")
 
 
 @register(Tags.caches)
 def check_cache_alias(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    alias = _setting("CACHE_ALIAS")
-    if alias in settings.CACHES:
-        return []
-    return [
-        Error(
-            f"NILVA_SESSION['CACHE_ALIAS'] is {alias!r}, which is not a key of settings.CACHES.",
-            id="nilva_session.E004",
-        )
-    ]
-
-
-RATE_SETTINGS = ("LOGIN_THROTTLE_RATE", "INVALID_TOKEN_THROTTLE_RATE")
-
-
-def _is_rate(value: Any) -> bool:
-    from rest_framework.throttling import SimpleRateThrottle
-
-    if value is None:
-        return True
-    try:
-        # parse_rate reads nothing from self (see guessing._parse_rate).
-        num, period = SimpleRateThrottle.parse_rate(None, value)  # type: ignore[arg-type]
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-        return False
-    return num is not None and num >= 1 and bool(period)
-
-
-@register(Tags.security)
-def check_throttle_rates(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    return [
-        Error(
-            f"NILVA_SESSION[{name!r}] is {_setting(name)!r}; use a DRF rate such as '5/min', "
-            "or None to turn it off.",
-            id="nilva_session.E005",
-        )
-        for name in RATE_SETTINGS
-        if not _is_rate(_setting(name))
-    ]
-
-
-@register()
-def check_token_prefix(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    value = _setting("TOKEN_PREFIX")
-    if isinstance(value, str) and len(value) <= 16 and PREFIX_ALPHABET.issuperset(value):
-        return []
-    return [
-        Error(
-            f"NILVA_SESSION['TOKEN_PREFIX'] is {value!r}; use at most 16 characters "
-            "from A-Z, a-z, 0-9, '_' and '-' (or '' for none).",
-            id="nilva_session.E006",
-        )
-    ]
-
-
-@register()
-def check_durations(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    return [
-        Error(
-            f"NILVA_SESSION[{name!r}] must be a positive timedelta or number of seconds, "
-            f"not {_setting(name)!r}.",
-            id="nilva_session.E007",
-        )
-        for name in DURATION_SETTINGS
-        if not (isinstance(_setting(name), timedelta) and _setting(name) > timedelta(0))
-    ]
-
-
-@register()
-def check_user_agent_length(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    value = _setting("MAX_USER_AGENT_LENGTH")
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return []
-    return [
-        Error(
-            f"NILVA_SESSION['MAX_USER_AGENT_LENGTH'] must be a positive integer, not {value!r}.",
-            id="nilva_session.E008",
-        )
-    ]
-
-
-@register()
-def check_strings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    return [
-        Error(
-            f"NILVA_SESSION[{name!r}] must be a non-empty string without spaces, "
-            f"not {_setting(name)!r}.",
-            id="nilva_session.E009",
-        )
-        for name in STRING_SETTINGS
-        if not (isinstance(_setting(name), str) and _setting(name) and " " not in _setting(name))
-    ]
+    missing = _setting("CACHE_ALIAS") not in settings.CACHES
+    return _reported_if(missing, "E004", _is("CACHE_ALIAS"))
 
 
 @register(Tags.caches, deploy=False)
 def check_shared_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    alias = _setting("CACHE_ALIAS")
-    backend = settings.CACHES.get(alias, {}).get("BACKEND", "")
-    if settings.DEBUG or backend not in PROCESS_LOCAL_CACHES:
-        return []
-    return [
-        Warning(
-            f"The cache {alias!r} used by nilva-session ({backend.rsplit('.', 1)[-1]}) is "
-            "local to one process, and DEBUG is off.",
-            hint="A session ended through one worker would stay usable on the others until "
-            "SESSION_CACHE_TTL passes. Use a shared cache (Redis) in production, or set "
-            "NILVA_SESSION['CACHE_ALIAS'] to one.",
-            id="nilva_session.W001",
-        )
-    ]
+    backend = settings.CACHES.get(_setting("CACHE_ALIAS"), {}).get("BACKEND", "")
+    local = not settings.DEBUG and backend in PROCESS_LOCAL_CACHES
+    return _reported_if(local, "W001", f"{_is('CACHE_ALIAS')}, a {backend.rsplit('.', 1)[-1]}")
 
 
 @register()
 def check_unknown_keys(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     unknown = sorted(set(session_settings.user_values()) - set(DEFAULTS))
-    if not unknown:
-        return []
-    return [
-        Warning(
-            f"Unknown nilva-session setting(s): {', '.join(unknown)}; they are ignored.",
-            hint="Check the spelling against the README's settings table.",
-            id="nilva_session.W002",
-        )
-    ]
+    return _reported_if(unknown, "W002", f"NILVA_SESSION or USER_SESSION has {', '.join(unknown)}")
 
 
 @register()
 def check_jwt_authentication_class(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """E014: JWT_AUTHENTICATION_CLASS must name our JWT class or a subclass of it.
-
-    W003: DRF authenticates with another subclass of it than token/refresh/ applies.
-    """
+    """E014: the class is not ours or a subclass; W003: DRF authenticates with another one."""
     from django.utils.module_loading import import_string
     from rest_framework.settings import api_settings
 
-    from .authentication import UserSessionDBJwtAuthentication
+    from .authentication import UserSessionDBJwtAuthentication as Ours
 
-    path = _setting("JWT_AUTHENTICATION_CLASS")
     try:
-        named = import_string(path)
+        named = import_string(_setting("JWT_AUTHENTICATION_CLASS"))
     except (ImportError, TypeError, ValueError, AttributeError):  # AttributeError: not a str
         named = None
-    if not (isinstance(named, type) and issubclass(named, UserSessionDBJwtAuthentication)):
-        return [
-            Error(
-                f"NILVA_SESSION['JWT_AUTHENTICATION_CLASS'] is {path!r}: it must be the dotted "
-                "path of UserSessionDBJwtAuthentication or a subclass of it.",
-                id="nilva_session.E014",
-            )
-        ]
-    configured: list[Any] = list(api_settings.DEFAULT_AUTHENTICATION_CLASSES)  # classes, loaded
-    others = [
-        c
-        for c in configured
-        if isinstance(c, type) and issubclass(c, UserSessionDBJwtAuthentication) and c is not named
-    ]
+    if not (isinstance(named, type) and issubclass(named, Ours)):
+        return [_report("E014", _is("JWT_AUTHENTICATION_CLASS"))]
+    classes: list[Any] = list(api_settings.DEFAULT_AUTHENTICATION_CLASSES)  # loaded classes
     return [
-        Warning(
-            f"DEFAULT_AUTHENTICATION_CLASSES lists {c.__module__}.{c.__qualname__}, but "
-            f"token/refresh/ applies the rules of {path}.",
-            hint="Set NILVA_SESSION['JWT_AUTHENTICATION_CLASS'] to the class DRF uses.",
-            id="nilva_session.W003",
-        )
-        for c in others
+        _report("W003", f"DEFAULT_AUTHENTICATION_CLASSES lists {c.__module__}.{c.__qualname__}")
+        for c in classes
+        if isinstance(c, type) and issubclass(c, Ours) and c is not named
     ]
 
 
-def _optional_duration_ok(value: Any) -> bool:
-    return value is None or (isinstance(value, timedelta) and value > timedelta(0))
+# The per-concern names callers use (tests/test_security.py), over the functions above.
+VALUE_CHECKS = (check_settings, check_idle_timeout, check_sliding_expiry, check_proxy_conflict)
 
 
-@register(Tags.security)
-def check_timeouts(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    errors: list[CheckMessage] = []
-    idle, absolute = _setting("IDLE_TIMEOUT"), _setting("ABSOLUTE_LIFETIME")
-    for name, value in (("IDLE_TIMEOUT", idle), ("ABSOLUTE_LIFETIME", absolute)):
-        if not _optional_duration_ok(value):
-            errors.append(
-                Error(
-                    f"NILVA_SESSION[{name!r}] must be a positive timedelta, seconds or None, "
-                    f"not {value!r}.",
-                    id="nilva_session.E010",
-                )
-            )
-    interval = _setting("LAST_ONLINE_UPDATE_INTERVAL")
-    if isinstance(idle, timedelta) and isinstance(interval, timedelta) and idle <= interval:
-        errors.append(
-            Error(
-                "NILVA_SESSION['IDLE_TIMEOUT'] must be longer than LAST_ONLINE_UPDATE_INTERVAL: "
-                "activity is recorded once per interval, so a shorter timeout cannot be told.",
-                id="nilva_session.E010",
-            )
-        )
-    if _setting("SLIDING_EXPIRY") and absolute is None:
-        errors.append(
-            Error(
-                "NILVA_SESSION['SLIDING_EXPIRY'] needs ABSOLUTE_LIFETIME: a session kept in use "
-                "would otherwise never expire.",
-                hint="For example: ABSOLUTE_LIFETIME = timedelta(days=30).",
-                id="nilva_session.E011",
-            )
-        )
-    return errors
+def _reporting(*ids: str) -> Check:
+    """A check giving only the messages of ``ids``."""
+    wanted = {f"nilva_session.{check_id}" for check_id in ids}
+
+    def check(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+        return [m for concern in VALUE_CHECKS for m in concern() if m.id in wanted]
+
+    return check
 
 
-@register()
-def check_session_limit(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    from .conf import SESSION_LIMIT_POLICIES
-
-    limit, policy = _setting("MAX_SESSIONS_PER_USER"), _setting("SESSION_LIMIT_POLICY")
-    limit_ok = limit is None or (
-        isinstance(limit, int) and not isinstance(limit, bool) and limit > 0
-    )
-    if limit_ok and policy in SESSION_LIMIT_POLICIES:
-        return []
-    return [
-        Error(
-            f"NILVA_SESSION['MAX_SESSIONS_PER_USER'] ({limit!r}) must be a positive integer or "
-            f"None, and SESSION_LIMIT_POLICY ({policy!r}) one of: "
-            f"{', '.join(SESSION_LIMIT_POLICIES)}.",
-            id="nilva_session.E012",
-        )
-    ]
-
-
-@register(Tags.security)
-def check_trusted_proxies(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    import ipaddress
-
-    count, networks = _setting("TRUSTED_PROXY_COUNT"), _setting("TRUSTED_PROXIES")
-    problems = []
-    if not (isinstance(count, int) and not isinstance(count, bool) and count >= 0):
-        problems.append(f"TRUSTED_PROXY_COUNT must be a whole number ≥ 0, not {count!r}")
-    if isinstance(networks, str) or not isinstance(networks, (list, tuple)):
-        problems.append(f"TRUSTED_PROXIES must be a list of networks, not {networks!r}")
-    else:
-        for network in networks:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except (TypeError, ValueError):
-                problems.append(f"TRUSTED_PROXIES has {network!r}, which is not a network")
-    if count and networks and not problems:
-        problems.append("set TRUSTED_PROXY_COUNT or TRUSTED_PROXIES, not both")
-    return [Error(f"NILVA_SESSION: {problem}.", id="nilva_session.E013") for problem in problems]
+check_token_size = _reporting("E002")
+check_timeouts = _reporting("E010", "E011", "E015")
+check_session_limit = _reporting("E012")
+check_trusted_proxies = _reporting("E013")

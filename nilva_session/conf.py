@@ -3,6 +3,11 @@
 All options live in one dict, ``NILVA_SESSION``. The dict name of nilva-session 0.1.x,
 ``USER_SESSION``, is still read; a key set in ``NILVA_SESSION`` wins over the same key there.
 
+Each setting is declared once, in ``SETTINGS``: its default, the values it takes (a validator,
+and the system check id reported when the validator refuses a value) and its meaning (the
+README's settings table, which a test compares with :func:`settings_reference`). ``DEFAULTS``
+and the lists of duration and legacy keys are derived from it.
+
 ``session_settings.NAME`` returns the effective value. The merged dict is rebuilt whenever
 Django's ``setting_changed`` signal names one of the two dicts (``override_settings`` sends it),
 so nothing is ever bound at import time.
@@ -10,6 +15,11 @@ so nothing is ever bound at import time.
 
 from __future__ import annotations
 
+import ipaddress
+import math
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -20,79 +30,203 @@ from django.dispatch import receiver
 SETTINGS_NAME = "NILVA_SESSION"
 LEGACY_SETTINGS_NAME = "USER_SESSION"
 
-DEFAULTS: dict[str, Any] = {
-    # Characters of randomness in a token (base62, ~5.95 bits each): 43 gives 256 bits.
-    "TOKEN_SIZE": 43,
-    # Fixed text in front of every token so secret scanners can recognise a leaked one.
-    "TOKEN_PREFIX": "nvs_",
-    # Lifetime of a new session (timedelta), or None for sessions that never expire.
-    "EXPIRE_AT": timedelta(days=1),
-    # Cache key prefixes: entries looked up by token digest, and by session id.
-    "SESSION_CACHE_PREFIX": "nilva_session:t:",
-    "SESSION_ID_CACHE_PREFIX": "nilva_session:s:",
-    # How long an active session stays cached (timedelta or seconds).
-    "SESSION_CACHE_TTL": timedelta(minutes=15),
-    # How long a revoke keeps the cache from being filled again (timedelta or seconds).
-    "TOMBSTONE_TTL": timedelta(seconds=60),
-    # The JWT claim that carries the session id.
-    "SESSION_ID_CLAIM": "session_id",
-    # Which entry of settings.CACHES holds sessions (use a shared one in production).
-    "CACHE_ALIAS": "default",
-    # Keyword of the Authorization header for opaque tokens.
-    "AUTH_HEADER_PREFIX": "Token",
-    # "family" (browser, OS or device family change suspends), "strict" (any change), "off".
-    "USER_AGENT_CHECK": "family",
-    # Minimum time between two writes of last_online for one session (timedelta or seconds).
-    "LAST_ONLINE_UPDATE_INTERVAL": timedelta(seconds=60),
-    # User agents are cut to this many characters before they are stored or compared.
-    "MAX_USER_AGENT_LENGTH": 512,
-    # DRF rate for login attempts, applied per client IP and per username.
-    "LOGIN_THROTTLE_RATE": "5/min",
-    # How long ended sessions are kept before the cleanup command deletes them.
-    "REVOKED_RETENTION": timedelta(days=30),
-    # Accept tokens issued by nilva-session 0.1.x (50-64 characters of a-z0-9, no checksum).
-    "ACCEPT_LEGACY_TOKENS": True,
-    # Refuse a session unused for longer than this (timedelta), or None.
-    "IDLE_TIMEOUT": None,
-    # Push expire_at forward by EXPIRE_AT on activity (at most once per update interval).
-    "SLIDING_EXPIRY": False,
-    # No session lives longer than this after its login (timedelta), or None. Required with
-    # SLIDING_EXPIRY; without it, expire_at (never extended) is already the absolute limit.
-    "ABSOLUTE_LIFETIME": None,
-    # Most active sessions one user may have (None: no limit), and what a login past it does:
-    # "end_least_recent" ends the least recently used session, "refuse" answers 4xx.
-    "MAX_SESSIONS_PER_USER": None,
-    "SESSION_LIMIT_POLICY": "end_least_recent",
-    # Default max_age of the RecentlyAuthenticated permission.
-    "REAUTHENTICATION_MAX_AGE": timedelta(minutes=15),
-    # Read X-Forwarded-For only behind this many trusted proxies, or from these networks.
-    "TRUSTED_PROXY_COUNT": 0,
-    "TRUSTED_PROXIES": (),
-    # DRF rate of refused tokens per client IP before further attempts get 429; None = off.
-    "INVALID_TOKEN_THROTTLE_RATE": "60/min",
-    # End every other session of a user whose password changes.
-    "END_SESSIONS_ON_PASSWORD_CHANGE": True,
-    # Suspend a session whose client IP changes (off by default: mobile clients roam).
-    "BIND_IP": False,
-    # The JWT authentication class whose rules (check_user_agent ...) token/refresh/ applies.
-    "JWT_AUTHENTICATION_CLASS": "nilva_session.backends.UserSessionDBJwtAuthentication",
-}
-
+MIN_TOKEN_BITS = 128
+MAX_PREFIX_LENGTH = 16
+PREFIX_ALPHABET = frozenset(string.ascii_letters + string.digits + "_-")
 SESSION_LIMIT_POLICIES = ("end_least_recent", "refuse")
-
 USER_AGENT_CHECK_MODES = ("family", "strict", "off")
 
-# Settings that may be given in seconds as well as a timedelta.
-DURATION_SETTINGS = (
-    "REAUTHENTICATION_MAX_AGE",
-    "SESSION_CACHE_TTL",
-    "TOMBSTONE_TTL",
-    "LAST_ONLINE_UPDATE_INTERVAL",
-    "REVOKED_RETENTION",
+# --- validators: each says whether its setting accepts an effective value ------------------------
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def positive_duration(value: Any) -> bool:
+    """A positive timedelta, or a positive number of seconds (``_load`` converts those)."""
+    value = _as_timedelta(value)
+    return isinstance(value, timedelta) and value > timedelta(0)
+
+
+def optional_positive_duration(value: Any) -> bool:
+    return value is None or positive_duration(value)
+
+
+def positive_timedelta_or_none(value: Any) -> bool:
+    """``EXPIRE_AT``: a timedelta (seconds are not converted for it), or None."""
+    return value is None or (isinstance(value, timedelta) and value > timedelta(0))
+
+
+def token_size(value: Any) -> bool:
+    from .utils import MAX_BODY_LENGTH
+
+    return _whole(value) and value * math.log2(62) >= MIN_TOKEN_BITS and value <= MAX_BODY_LENGTH
+
+
+def prefix_chars(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and len(value) <= MAX_PREFIX_LENGTH
+        and PREFIX_ALPHABET.issuperset(value)
+    )
+
+
+def non_blank_string(value: Any) -> bool:
+    return isinstance(value, str) and bool(value) and " " not in value
+
+
+def rate_or_none(value: Any) -> bool:
+    from rest_framework.throttling import SimpleRateThrottle
+
+    if value is None:
+        return True
+    try:  # parse_rate reads nothing from self (see guessing._parse_rate)
+        num, period = SimpleRateThrottle.parse_rate(None, value)  # type: ignore[arg-type]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return False
+    return num is not None and num >= 1 and bool(period)
+
+
+def positive_int(value: Any) -> bool:
+    return _whole(value) and value > 0
+
+
+def optional_positive_int(value: Any) -> bool:
+    return value is None or positive_int(value)
+
+
+def non_negative_int(value: Any) -> bool:
+    return _whole(value) and value >= 0
+
+
+def trusted_proxies(value: Any) -> bool:
+    """A list or tuple of IP networks (``"10.0.0.0/8"``, ``"fd00::/8"``, single addresses)."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        return False
+    try:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def choice(*choices: str) -> Callable[[Any], bool]:
+    return lambda value: value in choices
+
+
+def any_value(value: Any) -> bool:
+    """A flag, or a setting whose rule involves more than its value (its own check in checks)."""
+    return True
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its default, the values it takes, the check id refusing others, its meaning."""
+
+    name: str
+    default: Any
+    valid: Callable[[Any], bool]
+    check_id: str  # reported by checks.check_settings when ``valid`` refuses the value; or ""
+    doc: str  # the meaning, as the README's settings table gives it
+    legacy: bool = False  # a key of the 0.1.x dict USER_SESSION
+
+
+# fmt: off
+SETTINGS: tuple[Setting, ...] = (
+    Setting("TOKEN_SIZE", 43, token_size, "E002", legacy=True,
+            doc="random base62 characters per token (43 ≈ 256 bits; at least 22 = 128 bits)"),
+    Setting("TOKEN_PREFIX", "nvs_", prefix_chars, "E006",
+            doc="text in front of every token (A-Z a-z 0-9 `_` `-`, ≤ 16); "
+            "changing it ends existing tokens"),
+    Setting("EXPIRE_AT", timedelta(days=1), positive_timedelta_or_none, "E001", legacy=True,
+            doc="lifetime of a new session; `None` = never expires"),
+    Setting("SESSION_CACHE_PREFIX", "nilva_session:t:", non_blank_string, "E009", legacy=True,
+            doc="cache key prefix for lookups by token digest"),
+    Setting("SESSION_ID_CACHE_PREFIX", "nilva_session:s:", non_blank_string, "E009", legacy=True,
+            doc="cache key prefix for lookups by session id (JWT)"),
+    Setting("SESSION_CACHE_TTL", timedelta(minutes=15), positive_duration, "E007", legacy=True,
+            doc="how long an active session stays cached (timedelta or seconds)"),
+    Setting("TOMBSTONE_TTL", timedelta(minutes=1), positive_duration, "E007",
+            doc="how long a revoke keeps the cache from being refilled"),
+    Setting("SESSION_ID_CLAIM", "session_id", non_blank_string, "E009", legacy=True,
+            doc="JWT claim that carries the session id"),
+    Setting("CACHE_ALIAS", "default", any_value, "",  # checks.check_cache_alias: E004
+            doc="the entry of `CACHES` used for sessions and login throttling"),
+    Setting("AUTH_HEADER_PREFIX", "Token", non_blank_string, "E009",
+            doc="keyword of the `Authorization` header for opaque tokens"),
+    Setting("USER_AGENT_CHECK", "family", choice(*USER_AGENT_CHECK_MODES), "E003",
+            doc='`"family"`, `"strict"` or `"off"` (see the security model)'),
+    Setting("LAST_ONLINE_UPDATE_INTERVAL", timedelta(minutes=1), positive_duration, "E007",
+            doc="at most one `last_online` write per session per interval"),
+    Setting("MAX_USER_AGENT_LENGTH", 512, positive_int, "E008",
+            doc="user agents are cut to this length before storing and comparing"),
+    Setting("LOGIN_THROTTLE_RATE", "5/min", rate_or_none, "E005",
+            doc="DRF rate per client IP and per username for `login/` and `token/`; `None` = off"),
+    Setting("REVOKED_RETENTION", timedelta(days=30), positive_duration, "E007",
+            doc="how long the cleanup command keeps ended sessions"),
+    Setting("ACCEPT_LEGACY_TOKENS", True, any_value, "",
+            doc='accept tokens issued by nilva-session 0.1.x (see "Upgrading")'),
+    Setting("IDLE_TIMEOUT", None, optional_positive_duration, "E010",
+            doc="refuse (and end, reason `idle_timeout`) a session unused for longer; "
+            "must exceed `LAST_ONLINE_UPDATE_INTERVAL`"),
+    Setting("SLIDING_EXPIRY", False, any_value, "",  # checks.check_sliding_expiry: E011
+            doc="push `expire_at` to now + `EXPIRE_AT` on activity (at most once per interval); "
+            "needs `ABSOLUTE_LIFETIME`"),
+    Setting("ABSOLUTE_LIFETIME", None, optional_positive_duration, "E010",
+            doc="no session outlives login + this, sliding or not; `expire_at` is capped at login"),
+    Setting("MAX_SESSIONS_PER_USER", None, optional_positive_int, "E012",
+            doc="most active sessions per user (`None`: no limit)"),
+    Setting("SESSION_LIMIT_POLICY", "end_least_recent", choice(*SESSION_LIMIT_POLICIES), "E012",
+            doc="past the limit: end the least recently used session (`replaced`), "
+            'or `"refuse"` the login (403 `session_limit_reached`)'),
+    Setting("REAUTHENTICATION_MAX_AGE", timedelta(minutes=15), positive_duration, "E007",
+            doc="default age accepted by the `RecentlyAuthenticated` permission"),
+    Setting("TRUSTED_PROXY_COUNT", 0, non_negative_int, "E013",
+            doc="number of trusted proxies in front of Django; "
+            "the client IP is read from `X-Forwarded-For` that many hops back"),
+    Setting("TRUSTED_PROXIES", (), trusted_proxies, "E013",
+            doc='or: networks of trusted proxies (e.g. `["10.0.0.0/8"]`); '
+            "the first untrusted hop is the client"),
+    Setting("INVALID_TOKEN_THROTTLE_RATE", "60/min", rate_or_none, "E005",
+            doc="unknown tokens per client IP before further unknown tokens get 429 "
+            "without a DB lookup; `None` = off"),
+    Setting("END_SESSIONS_ON_PASSWORD_CHANGE", True, any_value, "",
+            doc="a password change ends every other session of the user (`password_changed`)"),
+    Setting("BIND_IP", False, any_value, "",
+            doc="suspend a session whose client IP changes (`ip_changed`)"),
+    Setting("JWT_AUTHENTICATION_CLASS", "nilva_session.backends.UserSessionDBJwtAuthentication",
+            any_value, "",  # checks.check_jwt_authentication_class: E014, W003
+            doc="the JWT class whose rules (`check_user_agent`) `token/refresh/` applies"),
+)
+# fmt: on
+
+DEFAULTS: dict[str, Any] = {setting.name: setting.default for setting in SETTINGS}
+
+# Durations that may be given in seconds as well as a timedelta; the optional ones may be None.
+DURATION_SETTINGS = tuple(s.name for s in SETTINGS if s.valid is positive_duration)
+OPTIONAL_DURATION_SETTINGS = tuple(
+    s.name for s in SETTINGS if s.valid is optional_positive_duration
 )
 
-# Durations that may also be None (off).
-OPTIONAL_DURATION_SETTINGS = ("IDLE_TIMEOUT", "ABSOLUTE_LIFETIME")
+# The keys nilva-session 0.1.x read from USER_SESSION (any key is read there now).
+LEGACY_KEYS = tuple(s.name for s in SETTINGS if s.legacy)
+
+
+def settings_reference() -> list[tuple[str, str, str]]:
+    """Return ``(name, default, meaning)`` of every setting, in order: the README's table."""
+    return [(s.name, _shown(s.default), s.doc) for s in SETTINGS]
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, timedelta):
+        seconds = int(value.total_seconds())
+        for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+            if seconds % size == 0:
+                return f"timedelta({unit}={seconds // size})"
+        return f"timedelta(seconds={seconds})"
+    return repr(value).replace("'", '"')
 
 
 def _as_timedelta(value: Any) -> Any:

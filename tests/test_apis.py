@@ -1085,7 +1085,8 @@ def test_deeply_nested_json_is_400_and_not_a_cache_outage(
     with caplog.at_level(logging.WARNING):
         response = client.post(url, NESTED, content_type="application/json")
     body = assert_error_shape(response, 400)
-    assert body["code"] == "parse_error"
+    # Python < 3.12 cannot parse it (parse_error); 3.12+ can, and the serializer refuses a list.
+    assert body["code"] in ("parse_error", "invalid")
     assert not [r for r in caplog.records if "Cache" in r.getMessage()]
     assert list(UserSession.objects.values()) == before
 

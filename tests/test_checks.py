@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.checks import Error, Warning, run_checks
@@ -10,7 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
-from nilva_session import checks
+from nilva_session import checks, conf
 from nilva_session.authentication import UserSessionDBJwtAuthentication
 
 LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
@@ -163,7 +166,7 @@ def test_e007_accepts_positive_seconds_or_timedelta(value):
 
 def test_e007_names_each_bad_setting():
     with override_settings(NILVA_SESSION={"TOMBSTONE_TTL": 0, "REVOKED_RETENTION": -1}):
-        errors = [m for m in checks.check_durations() if m.id == "nilva_session.E007"]
+        errors = [m for m in checks.check_settings() if m.id == "nilva_session.E007"]
     assert len(errors) == 2
     assert "TOMBSTONE_TTL" in errors[0].msg + errors[1].msg
     assert "REVOKED_RETENTION" in errors[0].msg + errors[1].msg
@@ -282,9 +285,7 @@ def test_setting_errors_are_errors_not_warnings():
     with override_settings(
         NILVA_SESSION={"EXPIRE_AT": 0, "TOKEN_SIZE": 16, "USER_AGENT_CHECK": "?"}
     ):
-        messages = (
-            checks.check_expire_at() + checks.check_token_size() + checks.check_user_agent_mode()
-        )
+        messages = checks.check_settings()
     assert len(messages) == 3
     assert all(isinstance(m, Error) for m in messages)
 
@@ -317,3 +318,115 @@ def test_w003_drf_authenticates_with_another_subclass_than_refresh_applies():
 
 def test_default_jwt_authentication_class_is_clean():
     assert not {"nilva_session.W003", "nilva_session.E014"} & set(nilva_ids())
+
+
+# --- one catalogue of ids -------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BAD_VALUES = {
+    "TOKEN_SIZE": 8,
+    "TOKEN_PREFIX": "no spaces",
+    "EXPIRE_AT": 0,
+    "SESSION_CACHE_PREFIX": "",
+    "SESSION_ID_CACHE_PREFIX": "a b",
+    "SESSION_CACHE_TTL": -1,
+    "TOMBSTONE_TTL": "soon",
+    "SESSION_ID_CLAIM": None,
+    "AUTH_HEADER_PREFIX": "",
+    "USER_AGENT_CHECK": "loose",
+    "LAST_ONLINE_UPDATE_INTERVAL": 0,
+    "MAX_USER_AGENT_LENGTH": 0,
+    "LOGIN_THROTTLE_RATE": "often",
+    "REVOKED_RETENTION": -5,
+    "IDLE_TIMEOUT": -1,
+    "ABSOLUTE_LIFETIME": "long",
+    "MAX_SESSIONS_PER_USER": 0,
+    "SESSION_LIMIT_POLICY": "evict",
+    "REAUTHENTICATION_MAX_AGE": 0,
+    "TRUSTED_PROXY_COUNT": -1,
+    "TRUSTED_PROXIES": ["not a network"],
+    "INVALID_TOKEN_THROTTLE_RATE": "0/min",
+}
+
+
+@pytest.mark.parametrize("setting", [s for s in conf.SETTINGS if s.check_id], ids=lambda s: s.name)
+def test_every_declared_setting_reports_its_own_id_for_a_bad_value(setting):
+    with override_settings(NILVA_SESSION={setting.name: BAD_VALUES[setting.name]}):
+        messages = [m for m in run_checks() if (m.id or "").startswith("nilva_session.E")]
+    assert [m.id for m in messages] == [f"nilva_session.{setting.check_id}"]
+    assert setting.name in messages[0].msg
+
+
+# One configuration per catalogue id that is wrong in that way only (W001: LocMem, DEBUG off).
+ONE_PROBLEM = {
+    "E001": {"NILVA_SESSION": {"EXPIRE_AT": 3600}},
+    "E002": {"NILVA_SESSION": {"TOKEN_SIZE": 21}},
+    "E003": {"NILVA_SESSION": {"USER_AGENT_CHECK": "sometimes"}},
+    "E004": {"NILVA_SESSION": {"CACHE_ALIAS": "sessions"}},
+    "E005": {"NILVA_SESSION": {"INVALID_TOKEN_THROTTLE_RATE": "5/fortnight"}},
+    "E006": {"NILVA_SESSION": {"TOKEN_PREFIX": "tok:"}},
+    "E007": {"NILVA_SESSION": {"REAUTHENTICATION_MAX_AGE": timedelta(0)}},
+    "E008": {"NILVA_SESSION": {"MAX_USER_AGENT_LENGTH": "512"}},
+    "E009": {"NILVA_SESSION": {"AUTH_HEADER_PREFIX": "Bearer token"}},
+    "E010": {"NILVA_SESSION": {"ABSOLUTE_LIFETIME": timedelta(days=-1)}},
+    "E011": {"NILVA_SESSION": {"SLIDING_EXPIRY": True}},
+    "E012": {"NILVA_SESSION": {"MAX_SESSIONS_PER_USER": True}},
+    "E013": {"NILVA_SESSION": {"TRUSTED_PROXY_COUNT": 1, "TRUSTED_PROXIES": ["10.0.0.0/8"]}},
+    "E014": {"NILVA_SESSION": {"JWT_AUTHENTICATION_CLASS": "builtins.dict"}},
+    "E015": {"NILVA_SESSION": {"IDLE_TIMEOUT": timedelta(seconds=60)}},
+    "W001": {"DEBUG": False, "CACHES": {"default": {"BACKEND": LOCMEM}}},
+    "W002": {"NILVA_SESSION": {"EXPIRES_AT": timedelta(days=1)}},
+    "W003": {
+        "REST_FRAMEWORK": {
+            "DEFAULT_AUTHENTICATION_CLASSES": ["tests.test_checks.OwnJwtAuthentication"]
+        }
+    },
+}
+
+
+def test_every_catalogue_id_has_a_configuration_below():
+    assert sorted(ONE_PROBLEM) == sorted(checks.CHECKS)
+
+
+@pytest.mark.parametrize("check_id", sorted(ONE_PROBLEM))
+def test_each_id_names_one_problem_and_run_checks_reports_it(check_id):
+    with override_settings(**ONE_PROBLEM[check_id]):
+        messages = [m for m in run_checks() if (m.id or "").startswith("nilva_session.")]
+    ids = {m.id for m in messages} - ({"nilva_session.W001"} if check_id != "W001" else set())
+    assert ids == {f"nilva_session.{check_id}"}
+    (message,) = [m for m in messages if m.id == f"nilva_session.{check_id}"]
+    assert message.msg.endswith(f"{checks.CHECKS[check_id][0]}.")
+    assert isinstance(message, Error if check_id.startswith("E") else Warning)
+
+
+def test_catalogue_ids_are_unique_in_the_source():
+    # A repeated key in a dict literal would silently replace the first problem.
+    tree = ast.parse(Path(checks.__file__).read_text())
+    (catalogue,) = [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "CHECKS"
+    ]
+    keys = [key.value for key in catalogue.keys]
+    assert len(keys) == len(set(keys)) == len(checks.CHECKS)
+
+
+def test_every_declared_check_id_is_in_the_catalogue():
+    declared = {s.check_id for s in conf.SETTINGS if s.check_id}
+    assert declared <= set(checks.CHECKS)
+
+
+def test_the_readme_check_table_is_the_catalogue():
+    section = README.read_text().split("| id | when |", 1)[1].split("\n\n", 1)[0]
+    listed = re.findall(r"^\| `nilva_session\.([EW]\d{3})` \|", section, re.MULTILINE)
+    assert sorted(listed) == sorted(checks.CHECKS)
+    assert len(listed) == len(set(listed))
+
+
+@pytest.mark.parametrize(
+    ("name", "check_id"),
+    [("check_token_size", "E002"), ("check_session_limit", "E012")],
+)
+def test_per_concern_names_report_only_their_ids(name, check_id):
+    with override_settings(NILVA_SESSION={"TOKEN_SIZE": 8, "MAX_SESSIONS_PER_USER": 0}):
+        assert [m.id for m in getattr(checks, name)()] == [f"nilva_session.{check_id}"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.test import override_settings
@@ -152,3 +153,54 @@ def test_unknown_key_in_dict_is_not_exposed():
 def test_user_values_lists_only_what_the_project_set():
     with override_settings(USER_SESSION={"TOKEN_SIZE": 30}, NILVA_SESSION={"TOKEN_PREFIX": "x_"}):
         assert session_settings.user_values() == {"TOKEN_SIZE": 30, "TOKEN_PREFIX": "x_"}
+
+
+# --- each setting declared once ------------------------------------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_table(header: str) -> list[list[str]]:
+    section = README.read_text().split(header, 1)[1].split("\n\n", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    return [[cell.strip() for cell in row.strip("|").split(" | ")] for row in rows]
+
+
+def test_every_setting_is_declared_once_with_a_meaning_and_a_validator():
+    names = [setting.name for setting in conf.SETTINGS]
+    assert len(names) == len(set(names))
+    assert list(conf.DEFAULTS) == names
+    for setting in conf.SETTINGS:
+        assert setting.doc.strip(), setting.name
+        assert callable(setting.valid), setting.name
+        assert setting.valid(setting.default), f"{setting.name}'s default is not valid"
+
+
+def test_the_readme_settings_table_is_the_declarations():
+    rows = readme_table("| setting | default | meaning |")
+    assert [(r[0].strip("`"), r[1].strip("`"), r[2]) for r in rows] == conf.settings_reference()
+
+
+def test_the_readme_names_the_legacy_keys():
+    sentence = README.read_text().split("The 0.1.x dict `USER_SESSION` and its keys (", 1)[1]
+    named = tuple(key.strip("` \n") for key in sentence.split(")", 1)[0].split(","))
+    assert named == conf.LEGACY_KEYS == tuple(LEGACY_VALUES)
+
+
+def test_duration_lists_follow_the_validators():
+    assert conf.DURATION_SETTINGS == (
+        "SESSION_CACHE_TTL",
+        "TOMBSTONE_TTL",
+        "LAST_ONLINE_UPDATE_INTERVAL",
+        "REVOKED_RETENTION",
+        "REAUTHENTICATION_MAX_AGE",
+    )
+    assert conf.OPTIONAL_DURATION_SETTINGS == ("IDLE_TIMEOUT", "ABSOLUTE_LIFETIME")
+
+
+@pytest.mark.parametrize("name", conf.OPTIONAL_DURATION_SETTINGS)
+def test_optional_durations_may_be_given_in_seconds_or_none(name):
+    with override_settings(NILVA_SESSION={name: 90}):
+        assert getattr(session_settings, name) == timedelta(seconds=90)
+    with override_settings(NILVA_SESSION={name: None}):
+        assert getattr(session_settings, name) is None

@@ -582,10 +582,11 @@ def test_asvs_7_3_1_idleness_is_measured_from_the_last_recorded_activity(user, c
 
 
 def test_asvs_7_3_1_idle_timeout_must_exceed_the_activity_interval():
+    # E015 (it was E010, which also named invalid values: one id, one problem now)
     with nilva_settings(IDLE_TIMEOUT=timedelta(seconds=60)):
-        assert "nilva_session.E010" in check_ids(checks.check_timeouts)
+        assert "nilva_session.E015" in check_ids(checks.check_timeouts)
     with nilva_settings(IDLE_TIMEOUT=timedelta(minutes=5), LAST_ONLINE_UPDATE_INTERVAL=600):
-        assert "nilva_session.E010" in check_ids(checks.check_timeouts)
+        assert "nilva_session.E015" in check_ids(checks.check_timeouts)
     with nilva_settings(IDLE_TIMEOUT=timedelta(seconds=0)):
         assert "nilva_session.E010" in check_ids(checks.check_timeouts)
     with nilva_settings(IDLE_TIMEOUT=timedelta(seconds=61)):
