@@ -13,8 +13,8 @@ Rules (see the README's "Security model"):
 * Every cache error is logged (once per burst) and treated as a miss.
 * A tombstone that could not be written is owed by this process: the entry under its key is
   not trusted here, and it is written on the next successful read (``_UnwrittenTombstones``).
-* The warm path is one read: ``get_many`` of the backend, or, for Django's own ``RedisCache``,
-  the same MGET through one reused redis-py client (``_reused_client_get_many``).
+* The warm path is one read of the session store (``nilva_session.store``): one MGET, or with
+  ``REDIS`` and ``LOCAL_CACHE`` none, from a copy that Redis itself invalidates.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
 from django.core.cache import BaseCache, caches
-from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from django.core.signals import setting_changed
 from django.db import transaction
 from django.utils import timezone
 
 from .conf import session_settings
+from .store import get_store
 
 logger = logging.getLogger("nilva_session.cache")
 
@@ -44,7 +44,7 @@ T = TypeVar("T")
 
 
 def get_cache() -> BaseCache:
-    """Return the cache named by ``CACHE_ALIAS``."""
+    """Return the cache named by ``CACHE_ALIAS`` (the store unless ``REDIS`` is set)."""
     return caches[session_settings.CACHE_ALIAS]
 
 
@@ -149,12 +149,12 @@ _FAILED = object()
 
 def _write_tombstones(keys: list[str]) -> bool:
     tombstones, ttl = dict.fromkeys(keys, TOMBSTONE), session_settings.seconds("TOMBSTONE_TTL")
-    result = safely("set_many", _FAILED, get_cache().set_many, tombstones, ttl)
+    result = safely("set_many", _FAILED, get_store().set_many, tombstones, ttl)
     if result is not _FAILED and not result:  # set_many returns the keys it failed to set
         return True
     # A Redis that refuses writes but serves reads (maxmemory + noeviction: "OOM command not
     # allowed") still allows DEL: remove the live copies so that no process is served them.
-    safely("delete_many", None, get_cache().delete_many, keys)
+    safely("delete_many", None, get_store().delete_many, keys)
     return False
 
 
@@ -178,13 +178,17 @@ class Lookup(NamedTuple):
 def lookup(entry_key: str, decode: Callable[[Any], Any], counter_key: str | None = None) -> Lookup:
     """Read a session's entry, its activity marker and ``counter_key`` in one round trip.
 
+    Or in none: the native store answers from a copy Redis keeps true, without the counter
+    (read only for a session that is not found, i.e. not copied).
+
     ``decode`` turns an entry into what the caller wants, or None when it is not a valid entry
     of the current format. Anything else found under our key (another version's entry, an
     object pickled by nilva-session 0.1.x) is barred, so that it lapses quickly.
     """
     marker_key = activity_key(entry_key)
-    keys = [entry_key, marker_key] if counter_key is None else [entry_key, marker_key, counter_key]
-    values: dict[str, Any] | None = safely("read", None, _get_many(get_cache()), keys)
+    values: dict[str, Any] | None = safely(
+        "read", None, get_store().read_session, entry_key, marker_key, counter_key
+    )
     if values is None:
         values = {}
     elif unwritten.keys and unwritten.pay(entry_key):
@@ -195,61 +199,6 @@ def lookup(entry_key: str, decode: Callable[[Any], Any], counter_key: str | None
         bar([entry_key])
     counter = values.get(counter_key) if counter_key is not None else None
     return Lookup(found, values.get(marker_key), counter, fillable=entry is None)
-
-
-_READER = "_nilva_session_get_many"
-
-
-def _get_many(backend: BaseCache) -> Callable[[list[str]], dict[str, Any]]:
-    """Return the ``get_many`` to read ``backend`` with: its own, or a faster equivalent.
-
-    The equivalent (``_reused_client_get_many``) serves only Django's own ``RedisCache``, and
-    only while neither the backend's class nor this instance replaces ``get_many`` (a subclass,
-    a test spy, a mock): then the replacement is called, as before.
-    """
-    state = backend.__dict__
-    reader: Any = state.get(_READER)
-    if reader is None:
-        reader = state[_READER] = _reused_client_get_many(backend) or False
-    if reader and "get_many" not in state and type(backend).get_many is RedisCache.get_many:
-        return reader  # type: ignore[no-any-return]
-    return backend.get_many
-
-
-def _reused_client_get_many(backend: BaseCache) -> Callable[[list[str]], dict[str, Any]] | None:
-    """``RedisCache.get_many`` through one redis-py client per connection pool, or None.
-
-    Django's ``RedisCacheClient.get_client()`` builds a new ``redis.Redis`` object on every
-    call, which costs more than the round trip itself on a fast network (docs/benchmarks.md).
-    This reads exactly what ``RedisCache.get_many`` reads: the same keys (``make_key``; the
-    key warnings are skipped, the keys are ours), the same pool (picked per call, as Django
-    does, so replicas are still used), one MGET, the same deserializer; an error is raised as
-    there. A client class that changes how it reads, or Django internals that differ, get None.
-    """
-    if not isinstance(backend, RedisCache):
-        return None
-    try:
-        client: Any = backend._cache  # the private parts read below: Django 4.0 to 6.1
-        if (
-            type(client).get_many is not RedisCacheClient.get_many
-            or type(client).get_client is not RedisCacheClient.get_client
-        ):
-            return None
-        make_key, loads = backend.make_key, client._serializer.loads
-        pick_pool, new_client = client._get_connection_pool, client._client
-    except Exception:  # redis-py missing, internals renamed: the backend's own get_many
-        return None
-    clients: dict[Any, Any] = {}  # pool -> redis.Redis (thread-safe: one connection per command)
-
-    def get_many(keys: list[str]) -> dict[str, Any]:
-        pool = pick_pool(False)
-        redis_client = clients.get(pool)
-        if redis_client is None:
-            redis_client = clients[pool] = new_client(connection_pool=pool)
-        values = redis_client.mget([make_key(key) for key in keys])
-        return {k: loads(v) for k, v in zip(keys, values, strict=False) if v is not None}
-
-    return get_many
 
 
 def fill(entry_key: str, entry: Any, *, started: datetime, expire_at: datetime | None) -> None:
@@ -265,7 +214,7 @@ def fill(entry_key: str, entry: Any, *, started: datetime, expire_at: datetime |
     timeout = session_settings.seconds("SESSION_CACHE_TTL")
     if expire_at is not None:
         timeout = min(timeout, max(1, int((expire_at - now).total_seconds())))
-    safely("add", False, get_cache().add, entry_key, entry, timeout)
+    safely("add", False, get_store().add, entry_key, entry, timeout)
 
 
 PENDING_MARKER_PREFIX = "?"  # never the start of an IP address
@@ -291,9 +240,9 @@ def mark_activity(entry_key: str, value: str, *, replace: bool) -> bool:
         session_settings.seconds("LAST_ONLINE_UPDATE_INTERVAL"),
     )
     if replace:
-        safely("set", None, get_cache().set, marker_key, value, timeout)
+        safely("set", None, get_store().set, marker_key, value, timeout)
         return True
-    return safely("add", True, get_cache().add, marker_key, value, timeout)
+    return safely("add", True, get_store().add, marker_key, value, timeout)
 
 
 def bar(keys: Iterable[str]) -> None:
@@ -301,6 +250,7 @@ def bar(keys: Iterable[str]) -> None:
     keys = list(keys)
     if not keys:
         return
+    get_store().forget(keys)  # this process' copies go now, not when Redis' message arrives
 
     def write() -> None:
         if _write_tombstones(keys):

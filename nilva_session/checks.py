@@ -23,6 +23,7 @@ from .conf import (
     USER_AGENT_CHECK_MODES,
     non_negative_int,
     positive_duration,
+    redis_config,
     session_settings,
     trusted_proxies,
 )
@@ -75,6 +76,12 @@ CHECKS: dict[str, tuple[str, str | None]] = {
         "interval, so a shorter timeout cannot be told)",
         None,
     ),
+    "E016": (
+        "must be None, a redis://, rediss:// or unix:// URL, or a dict of URL, CLUSTER, "
+        "SENTINELS, SERVICE_NAME, SENTINEL_OPTIONS, KEY_PREFIX and OPTIONS, and redis-py 5.1 "
+        "or later must be installed",
+        'pip install "nilva-session[redis]"; see the README, "Redis: the native store".',
+    ),
     "W001": (
         "the cache is local to one process, and DEBUG is off",
         "A session ended through one worker would stay usable on the others until "
@@ -82,6 +89,12 @@ CHECKS: dict[str, tuple[str, str | None]] = {
         "NILVA_SESSION['CACHE_ALIAS'] to one.",
     ),
     "W002": ("not nilva-session settings; ignored", "Check the spelling against the README."),
+    "W004": (
+        "is longer than the Redis socket timeout",
+        "A revoke waits at most the socket timeout for a Redis that stopped answering; a copy "
+        "trusted longer than that could outlive the revoke. Lower LOCAL_CACHE_LEASE or raise "
+        "OPTIONS['socket_timeout'].",
+    ),
     "W003": (
         "token/refresh/ applies the rules of another JWT class than DRF authenticates with",
         "Set NILVA_SESSION['JWT_AUTHENTICATION_CLASS'] to the class DRF uses.",
@@ -148,6 +161,32 @@ def check_shared_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
     backend = settings.CACHES.get(_setting("CACHE_ALIAS"), {}).get("BACKEND", "")
     local = not settings.DEBUG and backend in PROCESS_LOCAL_CACHES
     return _reported_if(local, "W001", f"{_is('CACHE_ALIAS')}, a {backend.rsplit('.', 1)[-1]}")
+
+
+@register(Tags.caches)
+def check_redis(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E016: ``REDIS`` is malformed or redis-py is missing; W004: the lease outlasts a timeout."""
+    config = _setting("REDIS")
+    if config is None:
+        return []
+    try:
+        from redis.connection import Connection
+
+        usable = hasattr(Connection, "can_read") and redis_config(config)
+    except ImportError:
+        usable = False
+    if not usable:  # the value is not shown: a URL may carry a password
+        return [_report("E016", "NILVA_SESSION['REDIS']")]
+    from .redis_store import DEFAULT_OPTIONS, options_of
+
+    timeout = {**DEFAULT_OPTIONS, **options_of(config).get("OPTIONS", {})}.get("socket_timeout")
+    lease = _setting("LOCAL_CACHE_LEASE")
+    long_lease = (
+        _setting("LOCAL_CACHE")
+        and positive_duration(lease)
+        and (timeout is None or lease.total_seconds() > timeout)
+    )
+    return _reported_if(long_lease, "W004", _is("LOCAL_CACHE_LEASE"))
 
 
 @register()

@@ -112,6 +112,33 @@ def trusted_proxies(value: Any) -> bool:
     return True
 
 
+REDIS_KEYS = frozenset(
+    {"URL", "CLUSTER", "SENTINELS", "SERVICE_NAME", "SENTINEL_OPTIONS", "KEY_PREFIX", "OPTIONS"}
+)
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def redis_config(value: Any) -> bool:
+    """``REDIS``: None, a URL, or a dict with a URL or Sentinels (see redis_store)."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        value = {"URL": value}
+    if not isinstance(value, dict) or not REDIS_KEYS.issuperset(value):
+        return False
+    url, sentinels = value.get("URL"), value.get("SENTINELS")
+    if sentinels is not None:
+        listed = isinstance(sentinels, (list, tuple)) and len(sentinels) > 0
+        return listed and isinstance(value.get("SERVICE_NAME"), str) and not value.get("CLUSTER")
+    options = value.get("OPTIONS", {})
+    return (
+        isinstance(url, str)
+        and url.startswith(REDIS_URL_SCHEMES)
+        and isinstance(options, dict)
+        and isinstance(value.get("KEY_PREFIX", ""), str)
+    )
+
+
 def choice(*choices: str) -> Callable[[Any], bool]:
     return lambda value: value in choices
 
@@ -153,7 +180,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SESSION_ID_CLAIM", "session_id", non_blank_string, "E009", legacy=True,
             doc="JWT claim that carries the session id"),
     Setting("CACHE_ALIAS", "default", any_value, "",  # checks.check_cache_alias: E004
-            doc="the entry of `CACHES` used for sessions and login throttling"),
+            doc="the entry of `CACHES` used for sessions and login throttling "
+            "(unless `REDIS` is set)"),
+    Setting("REDIS", None, any_value, "",  # checks.check_redis: E016, W004 (URLs hold passwords)
+            doc="the native Redis store instead of `CACHE_ALIAS`: a URL, or a dict for "
+            'Cluster and Sentinel (see "Redis: the native store")'),
+    Setting("LOCAL_CACHE", True, any_value, "",
+            doc="with `REDIS`: keep session entries in each process, invalidated by Redis "
+            "(`CLIENT TRACKING`): no round trip on a warm request"),
+    Setting("LOCAL_CACHE_MAX_ENTRIES", 10000, positive_int, "E008",
+            doc="most sessions each process keeps copies of"),
+    Setting("LOCAL_CACHE_MAX_BYTES", 16 * 1024 * 1024, positive_int, "E008",
+            doc="most bytes of copies each process keeps"),
+    Setting("LOCAL_CACHE_LEASE", timedelta(milliseconds=500), positive_duration, "E007",
+            doc="copies are served only while Redis answered within this time "
+            "(at most the Redis socket timeout, W004)"),
     Setting("AUTH_HEADER_PREFIX", "Token", non_blank_string, "E009",
             doc="keyword of the `Authorization` header for opaque tokens"),
     Setting("USER_AGENT_CHECK", "family", choice(*USER_AGENT_CHECK_MODES), "E003",
@@ -220,6 +261,8 @@ def settings_reference() -> list[tuple[str, str, str]]:
 
 
 def _shown(value: Any) -> str:
+    if isinstance(value, timedelta) and value < timedelta(seconds=1):
+        return f"timedelta(milliseconds={value // timedelta(milliseconds=1)})"
     if isinstance(value, timedelta):
         seconds = int(value.total_seconds())
         for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):

@@ -18,6 +18,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from . import cache
 from .conf import session_settings
 from .exceptions import TooManyInvalidTokens
+from .store import get_store
 
 logger = logging.getLogger("nilva_session.security")
 
@@ -63,6 +64,4 @@ def count(key: str | None, now: datetime) -> None:
     rate = _rate()
     if key is None or rate is None:
         return
-    backend = cache.get_cache()
-    cache.safely("add", False, backend.add, key, 0, rate[1] + 1)
-    cache.safely("incr", 0, backend.incr, key)
+    cache.safely("count", 0, get_store().count, key, rate[1] + 1)

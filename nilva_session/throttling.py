@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 
 from . import cache, clients
 from .conf import session_settings
+from .store import get_store
 from .utils import hash_data
 
 security_logger = logging.getLogger("nilva_session.security")
@@ -88,14 +89,7 @@ class LoginThrottle(BaseThrottle):
 
 def _count(key: str, duration: int) -> int:
     """Count one attempt against ``key``; return the attempts counted in its window so far."""
-    backend, timeout = cache.get_cache(), duration + 1
-    backend.add(key, 0, timeout)  # opens the window; a concurrent add loses harmlessly
-    try:
-        return int(backend.incr(key))
-    except ValueError:  # the key lapsed between add and incr: this attempt opens it again
-        if backend.add(key, 1, timeout):
-            return 1
-        return int(backend.incr(key))  # another attempt opened it first: count on it
+    return get_store().count(key, duration + 1)
 
 
 class LoginIPThrottle(LoginThrottle):

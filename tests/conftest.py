@@ -8,6 +8,8 @@ from django.core.cache import caches
 from rest_framework.test import APIClient
 
 from nilva_session import sessions
+from nilva_session.conf import session_settings
+from nilva_session.store import get_store
 
 PASSWORD = "correct horse battery staple"
 DESKTOP_UA = (
@@ -26,9 +28,13 @@ FIREFOX_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101
 def _clear_caches():
     for alias in caches:
         caches[alias].clear()
+    if session_settings.REDIS is not None:  # the native store (NILVA_TEST_STORE=native)
+        get_store().clear()
     yield
     for alias in caches:
         caches[alias].clear()
+    if session_settings.REDIS is not None:
+        get_store().clear()
 
 
 @pytest.fixture

@@ -37,3 +37,8 @@ else:
     }
 
 SILENCED_SYSTEM_CHECKS: list[str] = []
+
+# NILVA_TEST_STORE=native: the package's own Redis store (NILVA_SESSION["REDIS"], with copies in
+# the process kept true by CLIENT TRACKING) on the same Redis, instead of the Django cache.
+if os.environ.get("NILVA_TEST_STORE") == "native":
+    NILVA_SESSION = {**globals().get("NILVA_SESSION", {}), "REDIS": REDIS_URL}

@@ -23,6 +23,7 @@ from django.test import override_settings
 from nilva_session import cache, codec, sessions
 from nilva_session.models import UserSession
 from nilva_session.utils import hash_data
+from tests.support.services import DJANGO_CACHE_ONLY
 
 from .conftest import PASSWORD
 from .support.doubles import nilva_settings, redis_client
@@ -32,7 +33,7 @@ WHOAMI_URL = "/api/whoami/"
 
 def raw_get(key):
     """Read a key straight from the cache backend, bypassing nilva_session."""
-    return cache.get_cache().get(key)
+    return cache.get_store().get(key)
 
 
 def remaining_ttl(key) -> float | None:
@@ -76,6 +77,7 @@ def stored_items() -> dict[str, bytes]:
 # --------------------------------------------------------------------------------------------
 
 
+@DJANGO_CACHE_ONLY
 def test_warm_request_reads_the_cache_once_and_writes_nothing(
     clock, token_client, cache_spy, django_assert_num_queries
 ):
@@ -88,6 +90,7 @@ def test_warm_request_reads_the_cache_once_and_writes_nothing(
     assert cache_spy.calls == ["get_many"]
 
 
+@DJANGO_CACHE_ONLY
 def test_many_warm_requests_stay_free_of_queries_and_writes(
     clock, token_client, cache_spy, django_assert_num_queries
 ):
@@ -102,6 +105,7 @@ def test_many_warm_requests_stay_free_of_queries_and_writes(
     assert cache_spy.calls == ["get_many"] * 10
 
 
+@DJANGO_CACHE_ONLY
 def test_cold_request_makes_one_query_and_one_cache_add(
     clock, token_client, cache_spy, django_assert_num_queries
 ):
@@ -147,6 +151,7 @@ def test_cache_entry_never_holds_the_password_hash(user, open_session):
 # --------------------------------------------------------------------------------------------
 
 
+@DJANGO_CACHE_ONLY
 def test_warm_requests_never_extend_the_entry_lifetime(clock, token_client, cache_spy):
     client, session, _token = token_client
     key = cache.token_key(session.key)
@@ -163,6 +168,7 @@ def test_warm_requests_never_extend_the_entry_lifetime(clock, token_client, cach
     assert raw_get(key) is None
 
 
+@DJANGO_CACHE_ONLY
 def test_entry_lifetime_is_capped_at_the_session_expiry(user, open_session, api_client, clock):
     session, token = open_session(user, expire_at=clock.now() + timedelta(minutes=5))
     assert api_client.get(WHOAMI_URL, HTTP_AUTHORIZATION=f"Token {token}").status_code == 200
@@ -173,6 +179,7 @@ def test_entry_lifetime_is_capped_at_the_session_expiry(user, open_session, api_
     assert raw_get(cache.token_key(session.key)) is None
 
 
+@DJANGO_CACHE_ONLY
 @nilva_settings(SESSION_CACHE_TTL=30)
 def test_entry_lifetime_follows_session_cache_ttl(clock, token_client):
     client, session, _token = token_client
@@ -252,6 +259,7 @@ def test_tombstoned_session_is_served_from_the_database(
     assert raw_get(cache.token_key(session.key)) == cache.TOMBSTONE
 
 
+@DJANGO_CACHE_ONLY
 def test_tombstone_expires_and_the_session_is_cached_again(clock, token_client):
     client, session, _token = token_client
     key = cache.token_key(session.key)
@@ -275,7 +283,7 @@ def test_revoke_writes_the_tombstones_again_after_commit(
     with django_capture_on_commit_callbacks() as callbacks:
         sessions.revoke(UserSession.objects.filter(pk=session.pk))
         assert all(raw_get(key) == cache.TOMBSTONE for key in keys)  # before the UPDATE
-        cache.get_cache().delete_many(keys)  # as if a filler raced past the first ones
+        cache.get_store().delete_many(keys)  # as if a filler raced past the first ones
     assert callbacks
     for callback in callbacks:
         callback()
@@ -318,7 +326,7 @@ def test_foreign_entry_is_ignored_and_the_database_decides(
     token_client, make_entry, django_assert_num_queries
 ):
     client, session, _token = token_client
-    cache.get_cache().set(cache.token_key(session.key), make_entry(session), 300)
+    cache.get_store().set(cache.token_key(session.key), make_entry(session), 300)
     with django_assert_num_queries(1):
         assert client.get(WHOAMI_URL).status_code == 200
     assert codec.unpack(raw_get(cache.token_key(session.key))) is None  # not replaced either
@@ -329,7 +337,7 @@ def test_foreign_entry_of_an_ended_session_is_refused(token_client, make_entry):
     client, session, _token = token_client
     entry = make_entry(session)  # taken while the session was active
     UserSession.objects.filter(pk=session.pk).update(is_active=False)
-    cache.get_cache().set(cache.token_key(session.key), entry, 300)
+    cache.get_store().set(cache.token_key(session.key), entry, 300)
     response = client.get(WHOAMI_URL)
     assert response.status_code == 401
     assert response.json()["code"] == "session_ended"
@@ -406,6 +414,7 @@ def failing_cache(monkeypatch):
         yield
 
 
+@DJANGO_CACHE_ONLY
 def test_broken_cache_authentication_works_from_the_database(
     token_client, failing_cache, django_assert_num_queries
 ):
@@ -436,6 +445,7 @@ def test_broken_cache_revoked_session_stays_refused(token_client, failing_cache)
         assert response.json()["code"] == "session_ended"
 
 
+@DJANGO_CACHE_ONLY
 def test_broken_cache_logs_one_warning_per_burst(token_client, failing_cache, caplog):
     client, _session, _token = token_client
     with caplog.at_level(logging.WARNING, logger="nilva_session.cache"):
@@ -446,6 +456,7 @@ def test_broken_cache_logs_one_warning_per_burst(token_client, failing_cache, ca
     assert "ConnectionError" in warnings[0].getMessage()
 
 
+@DJANGO_CACHE_ONLY
 def test_broken_cache_logs_again_with_a_count_after_the_interval(
     token_client, failing_cache, caplog, monkeypatch
 ):

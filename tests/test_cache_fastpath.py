@@ -1,6 +1,6 @@
 """The warm path's read through Django's RedisCache, the entry's size, and the small memos.
 
-``cache._get_many`` reads Django's own ``RedisCache`` through one reused redis-py client (the
+``store._get_many`` reads Django's own ``RedisCache`` through one reused redis-py client (the
 backend builds a new client object per call, more than a local round trip costs) and every other
 backend, subclass, spy or mock through its own ``get_many``. Tests marked with the services marks
 compare it with ``RedisCache.get_many`` on a real Redis (our own database, a unique key prefix).
@@ -21,9 +21,10 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from nilva_session import cache, clients, codec, guessing, sessions
+from nilva_session import cache, clients, codec, guessing, sessions, store
 from nilva_session.models import UserSession
 from nilva_session.utils import hash_data
+from tests.support.services import DJANGO_CACHE_ONLY
 
 from .conftest import DESKTOP_UA
 from .support.services import SERVICES, free_port, private_redis_url, require_redis
@@ -49,19 +50,19 @@ def unreachable_redis(**params) -> RedisCache:
 
 def test_other_backends_are_read_through_their_own_get_many():
     backend = LocMemCache(f"fastpath-{uuid.uuid4().hex}", {})
-    assert cache._get_many(backend) == backend.get_many
+    assert store._get_many(backend) == backend.get_many
 
 
 def test_djangos_redis_cache_gets_the_reused_client_reader():
     backend = unreachable_redis()
-    reader = cache._get_many(backend)
+    reader = store._get_many(backend)
     assert reader != backend.get_many
-    assert cache._get_many(backend) is reader  # built once per backend object
+    assert store._get_many(backend) is reader  # built once per backend object
 
 
 def test_a_get_many_replaced_on_the_instance_is_respected():
     backend = unreachable_redis()
-    cache._get_many(backend)  # the reader exists already
+    store._get_many(backend)  # the reader exists already
     calls = []
 
     def spy(keys):
@@ -69,8 +70,8 @@ def test_a_get_many_replaced_on_the_instance_is_respected():
         return {}
 
     backend.get_many = spy
-    assert cache._get_many(backend) is spy
-    cache._get_many(backend)(["a"])
+    assert store._get_many(backend) is spy
+    store._get_many(backend)(["a"])
     assert calls == [["a"]]
 
 
@@ -80,7 +81,7 @@ def test_a_subclass_that_reads_differently_is_respected():
             return {"sharded": True}
 
     backend = Sharded(f"redis://127.0.0.1:{free_port()}/0", {})
-    assert cache._get_many(backend)(["x"]) == {"sharded": True}
+    assert store._get_many(backend)(["x"]) == {"sharded": True}
 
 
 def test_a_client_class_that_picks_its_own_client_is_respected():
@@ -90,7 +91,7 @@ def test_a_client_class_that_picks_its_own_client_is_respected():
 
     backend = unreachable_redis()
     backend._class = PerKeyClient
-    assert cache._get_many(backend) == backend.get_many
+    assert store._get_many(backend) == backend.get_many
 
 
 def test_the_reader_reuses_one_client_and_reads_like_get_many(monkeypatch):
@@ -110,7 +111,7 @@ def test_the_reader_reuses_one_client_and_reads_like_get_many(monkeypatch):
     monkeypatch.setattr(
         RedisCacheClient, "get_client", lambda *a, **k: built.append(1) or get_client(*a, **k)
     )
-    reader = cache._get_many(backend)
+    reader = store._get_many(backend)
     first = reader(["e", "m", "c"])
     second = reader(["e", "m", "c"])
     assert built == []  # no client object built per call
@@ -120,6 +121,7 @@ def test_the_reader_reuses_one_client_and_reads_like_get_many(monkeypatch):
     assert clients_used[0] is clients_used[1]
 
 
+@DJANGO_CACHE_ONLY
 def test_a_redis_that_is_down_is_a_logged_miss(caplog, monkeypatch):
     monkeypatch.setattr(cache, "errors", cache._ErrorLog())
     location = f"redis://127.0.0.1:{free_port()}/0"
@@ -177,12 +179,13 @@ def test_reader_matches_get_many_on_redis(real_redis, values):
     for key, value in values.items():
         real_redis.set(key, value, 60)
     keys = ["entry", "marker", "n"]
-    assert cache._get_many(real_redis)(keys) == real_redis.get_many(keys) == values
+    assert store._get_many(real_redis)(keys) == real_redis.get_many(keys) == values
 
 
+@DJANGO_CACHE_ONLY
 @on_services
 def test_an_owed_tombstone_is_paid_on_the_fast_read(real_redis, monkeypatch):
-    monkeypatch.setattr(cache, "get_cache", lambda: real_redis)
+    monkeypatch.setattr(store.DjangoCacheStore, "backend", lambda self: real_redis)
     monkeypatch.setattr(cache, "unwritten", cache._UnwrittenTombstones())
     real_redis.set("k", ("stale", "entry"), 60)
     cache.unwritten.add(["k"])
@@ -232,6 +235,7 @@ def test_a_user_without_last_login_keeps_none(user, open_session):
     assert cached_user.last_login is None
 
 
+@DJANGO_CACHE_ONLY
 def test_entry_filed_under_the_digest_leaves_the_digest_out(logged_in):
     session, token = logged_in
     digest = hash_data(token)
@@ -256,6 +260,7 @@ def test_keyless_entry_without_the_digest_reads_the_key_from_the_database(logged
     assert len(queries) == 1
 
 
+@DJANGO_CACHE_ONLY
 def test_warm_request_by_token_is_served_from_a_keyless_entry(
     token_client, django_assert_num_queries
 ):

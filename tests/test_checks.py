@@ -346,6 +346,9 @@ BAD_VALUES = {
     "TRUSTED_PROXY_COUNT": -1,
     "TRUSTED_PROXIES": ["not a network"],
     "INVALID_TOKEN_THROTTLE_RATE": "0/min",
+    "LOCAL_CACHE_MAX_ENTRIES": 0,
+    "LOCAL_CACHE_MAX_BYTES": -1,
+    "LOCAL_CACHE_LEASE": 0,
 }
 
 
@@ -374,7 +377,13 @@ ONE_PROBLEM = {
     "E013": {"NILVA_SESSION": {"TRUSTED_PROXY_COUNT": 1, "TRUSTED_PROXIES": ["10.0.0.0/8"]}},
     "E014": {"NILVA_SESSION": {"JWT_AUTHENTICATION_CLASS": "builtins.dict"}},
     "E015": {"NILVA_SESSION": {"IDLE_TIMEOUT": timedelta(seconds=60)}},
+    "E016": {"NILVA_SESSION": {"REDIS": "http://127.0.0.1:6379/0"}},
     "W001": {"DEBUG": False, "CACHES": {"default": {"BACKEND": LOCMEM}}},
+    "W004": {
+        "NILVA_SESSION": {
+            "REDIS": {"URL": "redis://127.0.0.1:6379/0", "OPTIONS": {"socket_timeout": 0.1}}
+        }
+    },
     "W002": {"NILVA_SESSION": {"EXPIRES_AT": timedelta(days=1)}},
     "W003": {
         "REST_FRAMEWORK": {

@@ -90,7 +90,7 @@ def entry_key(session: UserSession, by_id: bool) -> str:
 def assert_ended_everywhere(session: UserSession, token: str) -> None:
     for by_id in (False, True):
         assert attempt(token, session, by_id=by_id) == "session_ended"
-        assert codec.unpack(cache.get_cache().get(entry_key(session, by_id))) is None
+        assert codec.unpack(cache.get_store().get(entry_key(session, by_id))) is None
     assert UserSession.objects.get(pk=session.pk).is_active is False
 
 
@@ -171,7 +171,7 @@ def test_revoke_between_the_fill_read_and_its_add(
                 time.sleep(0.005)
         (first,) = join_all(reader)
     assert first == "ok"  # it read the row before the revoke: served, but not cached
-    assert cache.get_cache().get(entry_key(session, by_id)) == cache.TOMBSTONE
+    assert cache.get_store().get(entry_key(session, by_id)) == cache.TOMBSTONE
     assert_ended_everywhere(session, token)
 
 
@@ -193,7 +193,7 @@ def test_fill_that_stalls_longer_than_the_tombstone_lives_is_dropped(
     assert read_done.wait(10)
     assert sessions.revoke([session]) == 1
     time.sleep(1.6)  # e.g. a GC pause or a stalled worker: the tombstone has expired
-    assert cache.get_cache().get(cache.token_key(session.key)) is None
+    assert cache.get_store().get(cache.token_key(session.key)) is None
     release.set()
     (first,) = join_all(reader)
     assert first == "ok"  # it read the row before the revoke
@@ -414,7 +414,7 @@ def test_the_username_budget_holds_under_40_simultaneous_attempts(redis_cache, s
         start = threading.Barrier(ATTEMPTS, timeout=10)
 
         def attempt_login(request, start=start) -> bool:
-            cache.get_cache().get("warm")  # connect before the start, not in the race
+            cache.get_store().get("warm")  # connect before the start, not in the race
             start.wait()
             return LoginUsernameThrottle().allow_request(request, None)
 

@@ -191,6 +191,7 @@ def test_duration_lists_follow_the_validators():
     assert conf.DURATION_SETTINGS == (
         "SESSION_CACHE_TTL",
         "TOMBSTONE_TTL",
+        "LOCAL_CACHE_LEASE",
         "LAST_ONLINE_UPDATE_INTERVAL",
         "REVOKED_RETENTION",
         "REAUTHENTICATION_MAX_AGE",

@@ -23,7 +23,6 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model, user_logged_in, user_login_failed
 from django.contrib.auth.backends import ModelBackend
-from django.core.cache import caches
 from django.test import override_settings
 from django.utils import timezone
 from hypothesis import HealthCheck, given
@@ -607,7 +606,7 @@ def test_signed_token_naming_another_users_session_leaves_that_session_untouched
 
     assert response.status_code == 401
     assert db_state() == before
-    assert caches["default"].get(session_cache.session_key(their_session.pk)) is None
+    assert session_cache.get_store().get(session_cache.session_key(their_session.pk)) is None
 
 
 def test_access_token_of_an_ended_session_is_401(jwt_client):

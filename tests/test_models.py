@@ -8,7 +8,6 @@ from datetime import timedelta
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import caches
 from django.db import connection, models
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
@@ -486,7 +485,7 @@ def test_token_and_id_keys_differ():
 def test_cache_keys_name_the_entries_the_protocol_writes(token_client):
     client, session, token = token_client
     assert client.get("/api/whoami/").status_code == 200
-    store = caches["default"]
+    store = cache.get_store()
     assert store.get(UserSession.get_cache_key(session.key)) is not None
     assert UserSession.get_cache_key(session.key) != UserSession.get_cache_key(token)
     assert store.get(UserSession.get_cache_key(token)) is None
@@ -505,7 +504,7 @@ def test_invalidate_cache_makes_the_next_request_read_the_db(token_client):
     _queries_for(client)  # fills the cache
     assert _queries_for(client) == 0
     UserSession.invalidate_cache(session.key)
-    assert caches["default"].get(UserSession.get_cache_key(session.key)) == cache.TOMBSTONE
+    assert cache.get_store().get(UserSession.get_cache_key(session.key)) == cache.TOMBSTONE
     assert _queries_for(client) >= 1
 
 
@@ -533,7 +532,7 @@ def test_invalidate_cache_by_session_id_makes_the_next_lookup_read_the_db(user, 
     assert lookup_queries() == 0
     UserSession.invalidate_cache_by_session_id(session.pk)
     assert (
-        caches["default"].get(UserSession.get_cache_key_by_session_id(session.pk))
+        cache.get_store().get(UserSession.get_cache_key_by_session_id(session.pk))
         == cache.TOMBSTONE
     )
     assert lookup_queries() >= 1

@@ -38,6 +38,7 @@ from .support.services import (
     EXAMPLE_DIR,
     ROOT,
     SERVICES,
+    native_store,
     pg_url,
     private_redis_url,
     redis_server,
@@ -95,6 +96,7 @@ def demo_env():
             "DATABASE_URL": pg_url(name),
             "REDIS_URL": redis_url,
             "DJANGO_DEBUG": "0",
+            "DEMO_REDIS_STORE": "1" if native_store() else "",
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
             "PYTHONPATH": os.pathsep.join([str(EXAMPLE_DIR), str(ROOT)]),
             # pytest-django exported tests.settings_services; the workers run the demo project.

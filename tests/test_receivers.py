@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import update_last_login
-from django.core.cache import caches
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
@@ -38,7 +37,7 @@ def test_changing_the_user_makes_the_next_request_reread(warm_client, user):
     client, session, _ = warm_client
     user.email = "alice@new.example.com"
     user.save()
-    assert caches["default"].get(UserSession.get_cache_key(session.key)) == cache.TOMBSTONE
+    assert cache.get_store().get(UserSession.get_cache_key(session.key)) == cache.TOMBSTONE
     status, queries = whoami(client)
     assert status == 200
     assert queries == 1
@@ -180,7 +179,7 @@ def test_deleting_users_through_a_queryset_refuses_a_warm_cached_token(warm_clie
 def test_deleting_the_user_bars_both_cache_keys(warm_client, user):
     _, session, _ = warm_client
     user.delete()
-    store = caches["default"]
+    store = cache.get_store()
     assert store.get(UserSession.get_cache_key(session.key)) == cache.TOMBSTONE
     assert store.get(UserSession.get_cache_key_by_session_id(session.pk)) == cache.TOMBSTONE
 

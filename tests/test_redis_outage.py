@@ -28,7 +28,7 @@ from nilva_session import cache, codec
 from nilva_session.models import UserSession
 
 from .conftest import DESKTOP_UA, PASSWORD
-from .support.services import SERVICES, cache_settings, redis_server, wait_until
+from .support.services import SERVICES, cache_settings, redis_server, store_settings, wait_until
 
 pytestmark = [*SERVICES, pytest.mark.django_db(transaction=True)]
 
@@ -45,10 +45,14 @@ def redis_of_our_own(tmp_path, monkeypatch):
         redis_server(tmp_path) as server,
         override_settings(
             CACHES=cache_settings(server.url(), timeout=SOCKET_TIMEOUT),
-            NILVA_SESSION={**settings.NILVA_SESSION, "INVALID_TOKEN_THROTTLE_RATE": None},
+            NILVA_SESSION={
+                **settings.NILVA_SESSION,
+                "INVALID_TOKEN_THROTTLE_RATE": None,
+                **store_settings(server.url(), timeout=SOCKET_TIMEOUT),
+            },
         ),
     ):
-        assert cache.get_cache().get("nothing") is None  # it answers
+        assert cache.get_store().get("nothing") is None  # it answers
         yield server
 
 
@@ -181,10 +185,10 @@ def test_redis_killed_while_requests_flow(redis_of_our_own, user, open_session, 
     assert "serving sessions from the database" in warnings[0].getMessage()
     # Redis is back and used again: the live session is cached, the ended ones are not.
     assert client_for(live_token).get(WHOAMI).status_code == 200
-    assert codec.unpack(cache.get_cache().get(cache.token_key(live.key))) is not None
+    assert codec.unpack(cache.get_store().get(cache.token_key(live.key))) is not None
     for session, token in ((ended_before, ended_before_token), (ended_during, ended_during_token)):
         assert client_for(token).get(WHOAMI).status_code == 401
-        assert codec.unpack(cache.get_cache().get(cache.token_key(session.key))) is None
+        assert codec.unpack(cache.get_store().get(cache.token_key(session.key))) is None
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,7 +281,7 @@ def test_session_ended_while_redis_kept_its_data_stays_ended(
     for token in (live_token, victim_token):
         assert client_for(token).get(WHOAMI).status_code == 200
     entry_key = cache.token_key(victim.key)
-    assert codec.unpack(cache.get_cache().get(entry_key)) is not None  # the warm entry
+    assert codec.unpack(cache.get_store().get(entry_key)) is not None  # the warm entry
 
     trouble = outage(server)
     trouble.begin()
@@ -306,7 +310,7 @@ def test_session_ended_while_redis_kept_its_data_stays_ended(
     assert live_during == 200
     assert after == [401] * 5, "the entry Redis kept let an ended session back in"
     # The owed tombstone was written on this process's first read: every process refuses now.
-    assert cache.get_cache().get(entry_key) == cache.TOMBSTONE
+    assert cache.get_store().get(entry_key) == cache.TOMBSTONE
     assert elsewhere_after == 401
     if getattr(outage, "other_processes_covered", False):
         assert elsewhere_during == elsewhere_first == 401

@@ -213,7 +213,7 @@ def entry_keys(session: UserSession) -> list[str]:
 def is_cached(device) -> bool:
     session = session_row(device)
     key = cache.token_key(session.key) if device.kind == "token" else cache.session_key(session.pk)
-    return codec.unpack(cache.get_cache().get(key)) is not None
+    return codec.unpack(cache.get_store().get(key)) is not None
 
 
 def lapse_activity_markers(*devices) -> None:
@@ -225,7 +225,7 @@ def lapse_activity_markers(*devices) -> None:
     keys = [
         cache.activity_key(key) for device in devices for key in entry_keys(session_row(device))
     ]
-    cache.get_cache().delete_many(keys)
+    cache.get_store().delete_many(keys)
 
 
 def history(device) -> dict[str, str]:

@@ -36,7 +36,7 @@ def refusal(response) -> str:
 def warm(client, session) -> None:
     """Make one request so the session is cached."""
     assert client.get(WHOAMI_URL).status_code == 200
-    assert codec.unpack(cache.get_cache().get(cache.token_key(session.key))) is not None
+    assert codec.unpack(cache.get_store().get(cache.token_key(session.key))) is not None
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,7 +165,7 @@ def test_warm_session_of_a_deleted_user_is_refused(user, token_client):
 def test_cold_revoked_session_is_refused(token_client):
     client, session, _token = token_client
     UserSession.objects.filter(pk=session.pk).revoke()
-    cache.get_cache().clear()  # no tombstone, no entry: only the database can say no
+    cache.get_store().clear()  # no tombstone, no entry: only the database can say no
     assert refusal(client.get(WHOAMI_URL)) == "session_ended"
 
 
@@ -498,7 +498,7 @@ def test_revoke_writes_tombstones_under_both_keys(user, token_client):
     client, session, _token = token_client
     warm(client, session)
     sessions.revoke(UserSession.objects.filter(pk=session.pk))
-    backend = cache.get_cache()
+    backend = cache.get_store()
     assert backend.get(cache.token_key(session.key)) == cache.TOMBSTONE
     assert backend.get(cache.session_key(session.pk)) == cache.TOMBSTONE
 

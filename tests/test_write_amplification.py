@@ -19,6 +19,7 @@ from rest_framework.test import APIClient
 from nilva_session import cache
 from nilva_session.jwt import access_token_for_session, refresh_token_for_session
 from nilva_session.models import UserSession
+from tests.support.services import DJANGO_CACHE_ONLY
 
 from .conftest import DESKTOP_UA
 from .support.inprocess import WriteCounter, private_redis_cache
@@ -49,6 +50,7 @@ def statements(queries, verb: str) -> list[str]:
     return [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith(verb)]
 
 
+@DJANGO_CACHE_ONLY
 @pytest.mark.parametrize("kind", ["token", "jwt"])
 @pytest.mark.parametrize("last_activity", ["at_login", "before_the_interval"])
 def test_a_thousand_requests_make_at_most_one_update_and_no_cache_write(

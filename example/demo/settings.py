@@ -116,6 +116,15 @@ NILVA_SESSION = {
     # DEMO_NILVA_SESSION='{"IDLE_TIMEOUT": 3, "LAST_ONLINE_UPDATE_INTERVAL": 1}'.
     **json.loads(os.environ.get("DEMO_NILVA_SESSION") or "{}"),
 }
+# DEMO_REDIS_STORE=1 (with REDIS_URL): sessions in the package's own Redis store, each worker
+# keeping copies that Redis invalidates (no round trip on a warm request); =cluster: REDIS_URL
+# names one node of a Redis Cluster.
+if os.environ.get("DEMO_REDIS_STORE") and os.environ.get("REDIS_URL"):
+    NILVA_SESSION["REDIS"] = {
+        "URL": os.environ["REDIS_URL"],
+        "CLUSTER": os.environ["DEMO_REDIS_STORE"] == "cluster",
+        "KEY_PREFIX": "demo:",
+    }
 
 # OpenAPI (``pip install -e ".[openapi]"``): the schema at /api/schema/ and Swagger UI at
 # /api/docs/, its assets served from drf-spectacular-sidecar (no CDN). Without the extra the demo

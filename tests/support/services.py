@@ -50,6 +50,20 @@ SERVICES = [
 ]
 
 
+def native_store() -> bool:
+    """True when sessions live in the package's own Redis store (``NILVA_TEST_STORE=native``)."""
+    from nilva_session.conf import session_settings
+
+    return session_settings.REDIS is not None
+
+
+#: Tests that count or break the Django cache's own calls; the native store's round trips and
+#: failures have their own tests (tests/test_redis_store.py).
+DJANGO_CACHE_ONLY = pytest.mark.skipif(
+    native_store(), reason="counts the Django cache's calls; the native store is not one"
+)
+
+
 def uses_django_redis() -> bool:
     return settings.CACHES["default"]["BACKEND"].startswith("django_redis.")
 
@@ -100,6 +114,17 @@ def require_redis(url: str) -> None:
         pytest.fail(f"Redis at {url} is unreachable ({error}); the services tests need it")
     finally:
         client.close()
+
+
+def store_settings(location: str, *, timeout: float = 0.5, cluster: bool = False) -> dict:
+    """``NILVA_SESSION`` keys that point the native store at ``location`` ({} without it)."""
+    if not native_store() and not cluster:
+        return {}
+    options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    return {
+        "REDIS": {"URL": location, "CLUSTER": cluster, "OPTIONS": options},
+        "LOCAL_CACHE_LEASE": timeout,
+    }
 
 
 def cache_settings(location: str, *, key_prefix: str = "", timeout: float | None = 0.5) -> dict:

@@ -1,0 +1,213 @@
+"""Where session entries, tombstones, activity markers and counters live: the session store.
+
+Two stores, one contract (the methods of :class:`Store`):
+
+* :class:`DjangoCacheStore`, the default: the Django cache named by ``CACHE_ALIAS``, any backend.
+* :class:`~nilva_session.redis_store.RedisStore`, when ``REDIS`` is set: Redis through redis-py,
+  standalone, Sentinel or Cluster, with copies in the worker process kept true by Redis'
+  ``CLIENT TRACKING`` (``LOCAL_CACHE``): a warm request then makes no network round trip.
+
+Every method may raise: ``cache.safely`` turns a failure into a miss (the database decides).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from django.core.cache import BaseCache, caches
+from django.core.cache.backends.redis import RedisCache, RedisCacheClient
+from django.core.signals import setting_changed
+
+from .conf import session_settings
+
+
+class Store:
+    """The operations nilva-session needs from where it keeps session entries."""
+
+    #: True when reads may be answered from copies in this process (``stats()`` reports them).
+    local_copies = False
+
+    def read_session(
+        self, entry_key: str, marker_key: str, counter_key: str | None
+    ) -> dict[str, Any]:
+        """Return the values found under a session's entry, its marker and ``counter_key``.
+
+        One round trip, or none when a store answers from a copy that Redis keeps true; the
+        counter is then not read (it matters only when the entry is not found).
+        """
+        keys = (
+            [entry_key, marker_key] if counter_key is None else [entry_key, marker_key, counter_key]
+        )
+        return self.get_many(keys)
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def get(self, key: str) -> Any:
+        """Return the value stored under ``key`` (never a local copy), or None."""
+        return self.get_many([key]).get(key)
+
+    def set_many(self, values: Mapping[str, Any], timeout: int) -> list[str]:
+        """Set every key; return the keys that could not be set."""
+        raise NotImplementedError
+
+    def add(self, key: str, value: Any, timeout: int) -> bool:
+        """Set ``key`` only if absent; return True if it was set."""
+        raise NotImplementedError
+
+    def set(self, key: str, value: Any, timeout: int) -> None:
+        raise NotImplementedError
+
+    def delete_many(self, keys: list[str]) -> None:
+        raise NotImplementedError
+
+    def count(self, key: str, timeout: int) -> int:
+        """Add one to the counter ``key`` (created with ``timeout``); return its new value."""
+        raise NotImplementedError
+
+    def forget(self, keys: list[str]) -> None:
+        """Drop this process' copies of ``keys`` (before they are written over)."""
+
+    def clear(self) -> None:
+        """Delete everything this store holds (tests and benchmarks; a shared cache: all of it)."""
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, Any]:
+        """Return what the store reports of itself (its copies: entries, bytes, hits ...)."""
+        return {"store": type(self).__name__}
+
+
+class DjangoCacheStore(Store):
+    """The Django cache ``CACHE_ALIAS`` (resolved per call: Django's caches are per thread)."""
+
+    def backend(self) -> BaseCache:
+        return caches[session_settings.CACHE_ALIAS]
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        return _get_many(self.backend())(keys)
+
+    def set_many(self, values: Mapping[str, Any], timeout: int) -> list[str]:
+        return list(self.backend().set_many(dict(values), timeout) or [])
+
+    def add(self, key: str, value: Any, timeout: int) -> bool:
+        return bool(self.backend().add(key, value, timeout))
+
+    def set(self, key: str, value: Any, timeout: int) -> None:
+        self.backend().set(key, value, timeout)
+
+    def delete_many(self, keys: list[str]) -> None:
+        self.backend().delete_many(keys)
+
+    def clear(self) -> None:
+        self.backend().clear()
+
+    def count(self, key: str, timeout: int) -> int:
+        backend = self.backend()
+        backend.add(key, 0, timeout)  # opens the window; a concurrent add loses harmlessly
+        try:
+            return int(backend.incr(key))
+        except ValueError:  # the key lapsed between add and incr: this count opens it again
+            if backend.add(key, 1, timeout):
+                return 1
+            return int(backend.incr(key))  # another count opened it first: count on it
+
+
+_READER = "_nilva_session_get_many"
+
+
+def _get_many(backend: BaseCache) -> Callable[[list[str]], dict[str, Any]]:
+    """Return the ``get_many`` to read ``backend`` with: its own, or a faster equivalent.
+
+    The equivalent (``_reused_client_get_many``) serves only Django's own ``RedisCache``, and
+    only while neither the backend's class nor this instance replaces ``get_many`` (a subclass,
+    a test spy, a mock): then the replacement is called, as before.
+    """
+    state = backend.__dict__
+    reader: Any = state.get(_READER)
+    if reader is None:
+        reader = state[_READER] = _reused_client_get_many(backend) or False
+    if reader and "get_many" not in state and type(backend).get_many is RedisCache.get_many:
+        return reader  # type: ignore[no-any-return]
+    return backend.get_many
+
+
+def _reused_client_get_many(backend: BaseCache) -> Callable[[list[str]], dict[str, Any]] | None:
+    """``RedisCache.get_many`` through one redis-py client per connection pool, or None.
+
+    Django's ``RedisCacheClient.get_client()`` builds a new ``redis.Redis`` object on every
+    call, which costs more than the round trip itself on a fast network (docs/benchmarks.md).
+    This reads exactly what ``RedisCache.get_many`` reads: the same keys (``make_key``; the
+    key warnings are skipped, the keys are ours), the same pool (picked per call, as Django
+    does, so replicas are still used), one MGET, the same deserializer; an error is raised as
+    there. A client class that changes how it reads, or Django internals that differ, get None.
+    The ``REDIS`` setting (``RedisStore``) needs none of this: it owns its connections.
+    """
+    if not isinstance(backend, RedisCache):
+        return None
+    try:
+        client: Any = backend._cache  # the private parts read below: Django 4.0 to 6.1
+        if (
+            type(client).get_many is not RedisCacheClient.get_many
+            or type(client).get_client is not RedisCacheClient.get_client
+        ):
+            return None
+        make_key, loads = backend.make_key, client._serializer.loads
+        pick_pool, new_client = client._get_connection_pool, client._client
+    except Exception:  # redis-py missing, internals renamed: the backend's own get_many
+        return None
+    clients: dict[Any, Any] = {}  # pool -> redis.Redis (thread-safe: one connection per command)
+
+    def get_many(keys: list[str]) -> dict[str, Any]:
+        pool = pick_pool(False)
+        redis_client = clients.get(pool)
+        if redis_client is None:
+            redis_client = clients[pool] = new_client(connection_pool=pool)
+        values = redis_client.mget([make_key(key) for key in keys])
+        return {k: loads(v) for k, v in zip(keys, values, strict=False) if v is not None}
+
+    return get_many
+
+
+_lock = threading.Lock()
+_current: Store | None = None
+
+
+def get_store() -> Store:
+    """Return the session store of the current settings (one per process, built on first use)."""
+    store = _current
+    if store is None:
+        store = _build()
+    return store
+
+
+def _build() -> Store:
+    global _current
+    with _lock:
+        if _current is None:
+            if session_settings.REDIS is None:
+                _current = DjangoCacheStore()
+            else:
+                from .redis_store import RedisStore
+
+                _current = RedisStore(session_settings.REDIS)
+        return _current
+
+
+def reset() -> None:
+    """Forget the store (and close its connections); the next call builds it anew."""
+    global _current
+    with _lock:
+        store, _current = _current, None
+    close = getattr(store, "close", None)
+    if close is not None:
+        close()
+
+
+def _settings_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("NILVA_SESSION", "USER_SESSION", "CACHES"):
+        reset()
+
+
+setting_changed.connect(_settings_changed, dispatch_uid="nilva_session_store_reset")
