@@ -108,9 +108,9 @@ class RedisStore(Store):
             return f"{self.prefix}{key}"
         return self.entry_name(match["entry"]) + (match["marker"] or "")
 
-    def _invalidated(self, names: list[str] | None) -> None:
+    def _invalidated(self, names: list[str] | None, source: TrackedConnection) -> None:
         if names is None:
-            self.copies.clear()
+            self.copies.clear(source)
             return
         tag = len(self.prefix) + 1
         self.copies.invalidate(
@@ -172,7 +172,7 @@ class RedisStore(Store):
             expires = now + min(ttl for ttl in ttls if ttl > 0) / 1000 if ttls else now
             size = len(entry_data) + len(marker_data or b"") + len(entry_key) + COPY_OVERHEAD
             if expires > now:
-                self.copies.put(entry_key, Copy(entry, marker, expires, size))
+                self.copies.put(entry_key, Copy(entry, marker, expires, size, tracked))
         if counter_key is not None:
             counter = loads(self.client.get(self.name(counter_key)))
             if counter is not None:

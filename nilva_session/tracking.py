@@ -42,6 +42,7 @@ class Copy(NamedTuple):
     marker: Any
     expires: float  # time.monotonic()
     size: int
+    source: object  # the tracked connection it was read through
 
 
 class LocalCopies:
@@ -92,11 +93,13 @@ class LocalCopies:
         self.bytes -= copy.size
         return True
 
-    def clear(self) -> None:
-        if self.copies:
+    def clear(self, source: object = None) -> None:
+        """Drop every copy, or every copy read through ``source``."""
+        doomed = [k for k, c in self.copies.items() if source is None or c.source is source]
+        if doomed:
             self.counts["drops"] += 1
-        self.copies.clear()
-        self.bytes = 0
+        for key in doomed:
+            self._remove(key)
 
     def stats(self) -> dict[str, int]:
         return {
@@ -115,14 +118,15 @@ class TrackedConnection:
     """One RESP3 connection to one Redis node with ``CLIENT TRACKING ON``, for this process.
 
     ``make_connection`` returns an unconnected redis-py ``Connection`` with ``protocol=3``.
-    ``on_invalidate(names)`` receives the key names Redis invalidated, or None for "all"
-    (``FLUSHALL``, a lost connection). Not thread-safe on its own: the owner holds a lock.
+    ``on_invalidate(names, connection)`` receives the key names Redis invalidated, or None for
+    every key read through this connection (``FLUSHALL``, a lost connection). Not thread-safe on
+    its own: the owner holds a lock.
     """
 
     def __init__(
         self,
         make_connection: Callable[[], Any],
-        on_invalidate: Callable[[list[str] | None], None],
+        on_invalidate: Callable[[list[str] | None, TrackedConnection], None],
         lease: Callable[[], float],
     ) -> None:
         self._make, self._on_invalidate, self._lease = make_connection, on_invalidate, lease
@@ -138,7 +142,7 @@ class TrackedConnection:
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
         self._conn = None  # a forked child never uses its parent's socket
-        self._on_invalidate(None)
+        self._on_invalidate(None, self)
         conn = self._make()
         conn.connect()
         conn._parser.set_invalidation_push_handler(self._pushed)  # redis-py ≥ 5.1
@@ -156,7 +160,7 @@ class TrackedConnection:
         conn, self._conn = self._conn, None
         self._pings.clear()
         self.proven_at = float("-inf")
-        self._on_invalidate(None)
+        self._on_invalidate(None, self)
         if conn is not None:
             try:
                 conn.disconnect()
@@ -165,7 +169,7 @@ class TrackedConnection:
 
     def _pushed(self, message: list[Any]) -> object:
         names = message[1] if len(message) > 1 else None
-        self._on_invalidate(None if names is None else [str_of(name) for name in names])
+        self._on_invalidate(None if names is None else [str_of(name) for name in names], self)
         return _PUSHED
 
     # -- what the owner calls ----------------------------------------------------------------

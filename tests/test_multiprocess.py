@@ -21,7 +21,8 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -41,6 +42,7 @@ from .support.services import (
     native_store,
     pg_url,
     private_redis_url,
+    redis_cluster,
     redis_server,
     require_redis,
     scratch_database,
@@ -61,6 +63,7 @@ REFUSED = {401, 429}  # 429: a refused-token throttle may answer once many refus
 @dataclass
 class Demo:
     server: Gunicorn
+    redis_nodes: list[Any] = field(default_factory=list)  # RedisServer of a cluster of its own
 
     @property
     def port(self) -> int:
@@ -125,6 +128,54 @@ def demo(demo_env, tmp_path_factory):
         yield Demo(server)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster_demo(demo_env, tmp_path_factory):
+    """gunicorn, 4 workers, with the native store on a 3-master Redis Cluster of its own."""
+    with redis_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        env = {**demo_env, "REDIS_URL": cluster.url(), "DEMO_REDIS_STORE": "cluster"}
+        server = Gunicorn(env, tmp_path_factory.mktemp("gunicorn-cluster"), workers=WORKERS)
+        try:
+            server.start()
+            yield Demo(server, cluster.nodes)
+        finally:
+            server.stop()
+
+
+#: Every revoke test runs on one Redis (the suite's store) and on a Redis Cluster.
+TOPOLOGIES = pytest.mark.parametrize("topology", ["demo", "cluster_demo"])
+
+
+def mgets(nodes: list[Any]) -> int:
+    """MGET calls the cluster's nodes executed so far (how the native store reads entries)."""
+    total = 0
+    for node in nodes:
+        client = node.client()
+        total += client.info("commandstats").get("cmdstat_mget", {}).get("calls", 0)
+        client.close()
+    return total
+
+
+def test_warm_workers_on_a_redis_cluster_read_from_their_copies(cluster_demo):
+    demo = cluster_demo
+    victim, victim_id = token_login(demo, "mp_token")
+    warm(demo, [victim], {victim.name: victim_id}, "copies-warm")
+    before = mgets(demo.redis_nodes)
+    replies = burst(demo.port, [victim], WARM_REQUESTS, "copies")
+    after = mgets(demo.redis_nodes)
+    assert statuses(replies) == {200: WARM_REQUESTS}
+    print(
+        f"\ncluster: {WARM_REQUESTS} warm requests on {WORKERS} workers made {after - before} MGETs"
+    )
+    # A worker re-reads after an activity write invalidated its copy: a few, never one per request.
+    assert after - before <= 2 * WORKERS
+    tracking = []
+    for node in demo.redis_nodes:
+        client = node.client()
+        tracking += [c for c in client.client_list() if "t" in c["flags"]]
+        client.close()
+    assert len(tracking) >= WORKERS  # every worker reads through a tracked connection
 
 
 @pytest.fixture
@@ -252,7 +303,9 @@ def end_under_load(
 # --------------------------------------------------------------------------------------------
 
 
-def test_ended_token_session_is_refused_by_every_worker(demo):
+@TOPOLOGIES
+def test_ended_token_session_is_refused_by_every_worker(topology, request):
+    demo = request.getfixturevalue(topology)
     victim, victim_id = token_login(demo, "mp_token")
     other, other_id = token_login(demo, "mp_token")
     ids = {victim.name: victim_id, other.name: other_id}
@@ -271,7 +324,9 @@ def test_ended_token_session_is_refused_by_every_worker(demo):
     assert {r.status for r in survivors} == {200}
 
 
-def test_ended_jwt_session_is_refused_by_every_worker(demo):
+@TOPOLOGIES
+def test_ended_jwt_session_is_refused_by_every_worker(topology, request):
+    demo = request.getfixturevalue(topology)
     victim, victim_id, refresh = jwt_login(demo, "mp_jwt")
 
     def end() -> Reply:
@@ -283,7 +338,9 @@ def test_ended_jwt_session_is_refused_by_every_worker(demo):
     assert reply.status == 401, reply.body
 
 
-def test_logout_all_ends_every_device_on_every_worker(demo):
+@TOPOLOGIES
+def test_logout_all_ends_every_device_on_every_worker(topology, request):
+    demo = request.getfixturevalue(topology)
     first, first_id = token_login(demo, "mp_all")
     second, second_id = token_login(demo, "mp_all")
     third, third_id, _refresh = jwt_login(demo, "mp_all")

@@ -22,7 +22,7 @@ from nilva_session.redis_store import RedisStore
 from nilva_session.sessions import Client
 
 from .conftest import DESKTOP_UA
-from .support.services import SERVICES, redis_server
+from .support.services import SERVICES, redis_cluster, redis_server, wait_until
 
 pytestmark = [*SERVICES, pytest.mark.django_db(transaction=True)]
 
@@ -34,14 +34,85 @@ CLIENT = Client.of(RequestFactory().get("/", HTTP_USER_AGENT=DESKTOP_UA, REMOTE_
 def config(server, **extra):
     return {
         "URL": server.url(),
+        "CLUSTER": isinstance(server, Cluster),
         "KEY_PREFIX": "t:",
         "OPTIONS": {"socket_timeout": LEASE, "socket_connect_timeout": LEASE},
         **extra,
     }
 
 
-@pytest.fixture
-def server(tmp_path):
+class Cluster:
+    """A 3-master Redis Cluster, seen by these tests like one server."""
+
+    def __init__(self, cluster) -> None:
+        self.nodes = cluster.nodes
+
+    def url(self) -> str:
+        return self.nodes[0].url()
+
+    def client(self):
+        from redis.cluster import RedisCluster
+
+        return RedisCluster(host="127.0.0.1", port=self.nodes[0].port)
+
+    def pause(self) -> None:
+        for node in self.nodes:
+            node.pause()
+
+    def resume(self) -> None:
+        for node in self.nodes:
+            node.resume()
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+    def revive(self) -> None:
+        """Restart killed nodes (they rejoin from nodes.conf) and wait for cluster_state:ok."""
+        for node in self.nodes:
+            if node.paused:
+                node.resume()
+            if node.proc is None or node.proc.poll() is not None:
+                node.start()
+        wait_until(self.ready, 30, what="the Redis Cluster to be ok again")
+
+    def ready(self) -> bool:
+        for node in self.nodes:
+            client = node.client(timeout=0.5)
+            try:
+                if b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                    return False
+            except Exception:
+                return False
+            finally:
+                client.close()
+        return True
+
+
+def kill_clients(server) -> None:
+    for node in getattr(server, "nodes", [server]):
+        client = node.client()
+        client.client_kill_filter(_type="normal", skipme=True)
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def running_cluster(tmp_path_factory):
+    with redis_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield Cluster(cluster)
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def server(request, tmp_path):
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("running_cluster")
+        for node in cluster.nodes:  # a clean cluster for each test
+            client = node.client()
+            client.flushall()
+            client.close()
+        yield cluster
+        cluster.revive()
+        return
     with redis_server(tmp_path) as own:
         yield own
 
@@ -69,10 +140,20 @@ def other_process(server, native):
 
 
 def commands(server) -> dict[str, int]:
-    """Commands the server executed so far, by name (``PING`` and ``INFO`` left out)."""
-    stats = server.client().info("commandstats")
-    counts = {name.removeprefix("cmdstat_"): value["calls"] for name, value in stats.items()}
-    return {name: n for name, n in counts.items() if name not in ("ping", "info", "hello")}
+    """Commands the server (every node) executed so far, by name (PING, INFO ... left out)."""
+    counts: dict[str, int] = {}
+    for node in getattr(server, "nodes", [server]):
+        client = node.client()
+        for name, value in client.info("commandstats").items():
+            name = name.removeprefix("cmdstat_")
+            counts[name] = counts.get(name, 0) + value["calls"]
+        client.close()
+    return {
+        name: n
+        for name, n in counts.items()
+        if name not in ("ping", "info", "hello", "cluster", "cluster|slots", "cluster|nodes")
+        and not name.startswith(("cluster|", "client|", "command|", "flushall", "config"))
+    }
 
 
 def warm(token: str) -> None:
@@ -164,7 +245,7 @@ def test_a_killed_connection_drops_every_copy(native, server, user, open_session
     _session, token = open_session(user, ip=IP)
     warm(token)
     assert native.stats()["copies"]["entries"] == 1
-    server.client().client_kill_filter(_type="normal", skipme=True)
+    kill_clients(server)
     time.sleep(0.05)
     sessions.authenticate_token(token, CLIENT)  # read again from Redis, copied again
     copies = native.stats()["copies"]

@@ -149,14 +149,31 @@ def cache_settings(location: str, *, key_prefix: str = "", timeout: float | None
     }
 
 
+def free_cluster_port() -> int:
+    """A free loopback port whose cluster bus port (port + 10000) is free as well."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free pair of loopback ports for a Redis Cluster node")
+
+
 class RedisServer:
     """A redis-server this test owns, on a free loopback port: start, kill, pause, restart."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, cluster: bool = False) -> None:
         if shutil.which("redis-server") is None:
             pytest.fail("redis-server is not on PATH; the Redis outage tests need it")
-        self.port = free_port()
+        self.port = free_cluster_port() if cluster else free_port()
         self.workdir = workdir
+        self.cluster = cluster
         self.proc: subprocess.Popen[bytes] | None = None
         self.paused = False
 
@@ -190,6 +207,11 @@ class RedisServer:
                 "dump.rdb",
                 "--loglevel",
                 "warning",
+                *(
+                    ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+                    if self.cluster
+                    else []
+                ),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -239,6 +261,9 @@ class RedisServer:
     def stop(self) -> None:
         self.kill()
         self.forget_dump()
+        if self.cluster:
+            with contextlib.suppress(FileNotFoundError):
+                (self.workdir / "nodes.conf").unlink()
 
 
 @contextlib.contextmanager
@@ -249,6 +274,63 @@ def redis_server(workdir: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+class RedisCluster:
+    """Three redis-server masters with ``--cluster-enabled yes`` on free loopback ports, joined
+    by ``redis-cli --cluster create`` (no replicas): a real Redis Cluster owned by the test."""
+
+    def __init__(self, workdir: Path, masters: int = 3) -> None:
+        if shutil.which("redis-cli") is None:
+            pytest.fail("redis-cli is not on PATH; the Redis Cluster tests need it")
+        self.nodes = []
+        for index in range(masters):
+            node_dir = workdir / f"node{index}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            self.nodes.append(RedisServer(node_dir, cluster=True))
+
+    def url(self) -> str:
+        return self.nodes[0].url()
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *addresses, "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        wait_until(self._ready, 30, what="the Redis Cluster to settle (cluster_state:ok)")
+
+    def _ready(self) -> bool:
+        for node in self.nodes:
+            client = node.client(timeout=0.5)
+            try:
+                info = client.execute_command("CLUSTER", "INFO")
+                text = info.decode() if isinstance(info, bytes) else str(info)
+                if "cluster_state:ok" not in text:
+                    return False
+            except Exception:
+                return False
+            finally:
+                client.close()
+        return True
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@contextlib.contextmanager
+def redis_cluster(workdir: Path) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(workdir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 # --------------------------------------------------------------------------------------------
