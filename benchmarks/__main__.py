@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
+from benchmarks import cluster as cluster_module
 from benchmarks import report
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-CONFIGS = ("embedded", "redis", "django-redis")
+CONFIGS = ("embedded", "redis", "django-redis", "native", "native-cluster")
 
 
 def machine() -> dict[str, Any]:
@@ -116,6 +117,12 @@ def run_config(config: str, args: argparse.Namespace, module: str = "benchmarks.
         env["BENCH_CACHE"] = "django-redis" if config == "django-redis" else "redis"
         name = "nilva_bench_scale" if module.endswith("scale") else "nilva_bench"
         env["BENCH_DATABASE_URL"] = database_url(name)
+    if config.startswith("native"):
+        env["BENCH_STORE"] = "native"
+    if config == "native-cluster":
+        cluster = cluster_module.Cluster(Path(tmp) / "cluster")
+        cluster.start()
+        env.update(BENCH_STORE_URL=cluster.url(), BENCH_STORE_CLUSTER="1")
     out = os.path.join(tmp, "result.json")
     command = [sys.executable, "-m", module, "--out", out]
     if module == "benchmarks.suite":
@@ -124,7 +131,11 @@ def run_config(config: str, args: argparse.Namespace, module: str = "benchmarks.
             command += ["--profile", args.profile]
     print(f"== {config}{' (scale)' if module.endswith('scale') else ''}", file=sys.stderr)
     started = time.monotonic()
-    subprocess.run(command, env=env, cwd=ROOT, check=True)  # noqa: S603 (this interpreter)
+    try:
+        subprocess.run(command, env=env, cwd=ROOT, check=True)  # noqa: S603 (this interpreter)
+    finally:
+        if config == "native-cluster":
+            cluster.stop()
     with open(out) as f:
         result = json.load(f)
     result["wall_seconds"] = round(time.monotonic() - started, 1)

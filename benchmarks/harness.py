@@ -114,6 +114,7 @@ class CacheCounter:
         self.backend_reads = self.backend_writes = 0
         self.backend_calls: list[str] = []
         self.redis_reads = self.redis_writes = self.redis_round_trips = 0
+        self.wire_sends = self.pings = 0  # every send on any redis-py connection (tracked too)
         self.redis_commands: list[str] = []
         self._depth = 0
 
@@ -123,6 +124,8 @@ class CacheCounter:
                 "reads": self.redis_reads,
                 "writes": self.redis_writes,
                 "round_trips": self.redis_round_trips,
+                "wire_sends": self.wire_sends,
+                "pings": self.pings,
                 "commands": self.redis_commands,
                 "backend_calls": self.backend_calls,
             }
@@ -188,12 +191,27 @@ class CacheCounter:
                         counter._command(str(command_args[0]).split()[0])
                 return pipeline_execute(pipe, *args, **kwargs)
 
+            import redis.connection
+
+            send_packed = redis.connection.AbstractConnection.send_packed_command
+
+            def counted_send_packed(conn: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+                # The wire itself: what the native store's tracked connection sends is seen too.
+                raw = b"".join(command) if isinstance(command, (list, tuple)) else command
+                if b"PING" in bytes(raw)[:32]:
+                    counter.pings += 1
+                else:
+                    counter.wire_sends += 1
+                return send_packed(conn, command, *args, **kwargs)
+
             redis.client.Redis.execute_command = counted_execute_command  # type: ignore[method-assign]
             redis.client.Pipeline.execute = counted_pipeline_execute  # type: ignore[method-assign]
+            redis.connection.AbstractConnection.send_packed_command = counted_send_packed  # type: ignore[method-assign]
 
             def restore() -> None:
                 redis.client.Redis.execute_command = execute_command  # type: ignore[method-assign]
                 redis.client.Pipeline.execute = pipeline_execute  # type: ignore[method-assign]
+                redis.connection.AbstractConnection.send_packed_command = send_packed  # type: ignore[method-assign]
 
             undo.append(restore)
         except ImportError:

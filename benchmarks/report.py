@@ -23,8 +23,11 @@ CONFIG_TITLES = {
     "embedded": "SQLite + LocMemCache (embedded default)",
     "redis": "PostgreSQL + Redis, Django's RedisCache",
     "django-redis": "PostgreSQL + Redis, django-redis",
+    "native": "PostgreSQL + Redis, the native store (REDIS) with tracked copies",
+    "native-cluster": "PostgreSQL + a 3-master Redis Cluster, the native store with tracked copies",
 }
 TARGET_CONFIGS = ("redis", "django-redis")
+NATIVE_CONFIGS = ("native", "native-cluster")
 
 
 def _us(value: float) -> str:
@@ -224,6 +227,93 @@ def targets(config: str, result: dict[str, Any], verdicts: list) -> list[str]:
     return lines
 
 
+def native_targets(config: str, result: dict[str, Any], verdicts: list) -> list[str]:
+    """The zero-round-trip targets: the native store with copies, against stateless JWTs."""
+    r = result["requests"]
+    over = {name: row.get("overhead_us") for name, row in r.items()}
+    stateless, drf = over["simplejwt_stateless"], over["drf_token"]
+    warm, jwt = r["ours_token_warm"], r["ours_jwt_warm"]
+    wire = {name: row["cache"].get("wire_sends", 0) for name, row in (("t", warm), ("j", jwt))}
+    return [
+        _verdict(
+            verdicts,
+            config,
+            "opaque warm ≤ 1.2 x simplejwt stateless overhead",
+            over["ours_token_warm"] <= 1.2 * stateless,
+            f"{_us(over['ours_token_warm'])} µs vs {_us(1.2 * stateless)} µs "
+            f"(ratio {over['ours_token_warm'] / stateless:.2f})",
+        ),
+        _verdict(
+            verdicts,
+            config,
+            "opaque warm ≤ 0.15 x DRF TokenAuthentication overhead",
+            over["ours_token_warm"] <= 0.15 * drf,
+            f"{_us(over['ours_token_warm'])} µs vs {_us(0.15 * drf)} µs "
+            f"(ratio {over['ours_token_warm'] / drf:.2f})",
+        ),
+        _verdict(
+            verdicts,
+            config,
+            "opaque warm: 0 DB queries, 0 network round trips, 0 writes",
+            warm["db_queries"] == 0 and wire["t"] == 0 and warm["cache"]["writes"] == 0,
+            f"{warm['db_queries']} queries, {wire['t']} sends on any Redis connection "
+            f"({warm['cache'].get('pings', 0)} lease PINGs, not waited for)",
+        ),
+        _verdict(
+            verdicts,
+            config,
+            "JWT warm ≤ 1.3 x simplejwt stateless overhead",
+            over["ours_jwt_warm"] <= 1.3 * stateless,
+            f"{_us(over['ours_jwt_warm'])} µs vs {_us(1.3 * stateless)} µs "
+            f"(ratio {over['ours_jwt_warm'] / stateless:.2f})",
+        ),
+        _verdict(
+            verdicts,
+            config,
+            "JWT warm: 0 DB queries, 0 network round trips",
+            jwt["db_queries"] == 0 and wire["j"] == 0,
+            f"{jwt['db_queries']} queries, {wire['j']} sends",
+        ),
+    ]
+
+
+def load_section(load: dict[str, Any], verdicts: list) -> tuple[str, list[str]]:
+    lines = [
+        "| scheme | requests/s | p50 ms | p99 ms | non-2xx |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for row in load["schemes"].values():
+        lines.append(
+            f"| {row['label']} | {row['rps']:,.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
+            f"| {row['non_2xx']} |"
+        )
+    rows = load["schemes"]
+    ours, drf, stateless = rows["ours_token_warm"], rows["drf_token"], rows["simplejwt_stateless"]
+    verdicts_lines = [
+        _verdict(
+            verdicts,
+            "load",
+            "4 workers: opaque warm (native store) serves ≥ DRF TokenAuthentication's requests/s",
+            ours["rps"] >= drf["rps"],
+            f"{ours['rps']:,.0f} vs {drf['rps']:,.0f} requests/s "
+            f"(stateless simplejwt {stateless['rps']:,.0f}; ratio to it "
+            f"{ours['rps'] / stateless['rps']:.2f})",
+        ),
+        _verdict(
+            verdicts,
+            "load",
+            "4 workers: every answer 2xx",
+            all(row["non_2xx"] == 0 for row in rows.values()),
+            ", ".join(f"{name} {row['non_2xx']}" for name, row in rows.items()),
+        ),
+    ]
+    note = (
+        f"{load['tool']}, {load['connections']} connections, {load['seconds']} s per scheme, "
+        f"gunicorn {load['workers']} sync workers, PostgreSQL + Redis (native store)."
+    )
+    return note + "\n\n" + "\n".join(lines), verdicts_lines
+
+
 def scale_section(scale: dict[str, Any], verdicts: list) -> tuple[str, list[str]]:
     small, large, cleanup = scale["small"], scale["large"], scale["cleanup"]
     table = "\n".join(
@@ -320,6 +410,12 @@ def render(results: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
         ]
         if config in TARGET_CONFIGS:
             target_lines += targets(config, result, verdicts)
+        if config in NATIVE_CONFIGS:
+            target_lines += native_targets(config, result, verdicts)
+    if "load" in results:
+        table, lines = load_section(results["load"], verdicts)
+        parts += ["### 4 gunicorn workers under load", "", table, ""]
+        target_lines += lines
     if "scale" in results:
         table, lines = scale_section(results["scale"], verdicts)
         parts += ["### Scale: PostgreSQL with 1,000,000 session rows", "", table, ""]

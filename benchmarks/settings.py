@@ -93,6 +93,15 @@ NILVA_SESSION = {
     "LOGIN_THROTTLE_RATE": "100000/min",
 }
 
+# BENCH_STORE=native: the package's own Redis store with copies kept true by CLIENT TRACKING
+# (BENCH_STORE_URL: one Redis, or a node of a Redis Cluster with BENCH_STORE_CLUSTER=1).
+if os.environ.get("BENCH_STORE") == "native":
+    NILVA_SESSION["REDIS"] = {
+        "URL": os.environ.get("BENCH_STORE_URL", REDIS_URL),
+        "CLUSTER": os.environ.get("BENCH_STORE_CLUSTER") == "1",
+        "KEY_PREFIX": os.environ.get("BENCH_KEY_PREFIX", "nilva-bench") + ":store:",
+    }
+
 SIMPLE_JWT = {
     # Long enough for one benchmark run; everything else is simplejwt's default (HS256).
     "ACCESS_TOKEN_LIFETIME": timedelta(hours=1),

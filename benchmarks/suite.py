@@ -133,6 +133,7 @@ def measure(config: str, args: argparse.Namespace) -> dict[str, Any]:
     from nilva_session import cache as session_cache
     from nilva_session import codec as session_codec
     from nilva_session import sessions
+    from nilva_session import store as session_store
     from nilva_session.jwt import access_token_for_session, refresh_token_for_session
     from nilva_session.utils import hash_data
 
@@ -194,7 +195,14 @@ def measure(config: str, args: argparse.Namespace) -> dict[str, Any]:
 
     schemes = [Scheme(name, request_once(t)) for name, t in templates.items()]
     cold = next(s for s in schemes if s.name == "ours_token_cold")
-    cold.prepare = lambda: backend.delete(cold_key)
+    store = session_store.get_store()
+    native = store.local_copies or type(store).__name__ == "RedisStore"
+
+    def forget_cold() -> None:
+        store.delete_many([cold_key])
+        store.forget([cold_key])
+
+    cold.prepare = forget_cold
     schemes.append(Scheme("cache_get", cache_get, request=False))
     if is_redis:
         import redis
@@ -276,7 +284,7 @@ def measure(config: str, args: argparse.Namespace) -> dict[str, Any]:
 
     # ---- the cached entry -----------------------------------------------------------------------
     warm_key = session_cache.token_key(hash_data(warm_token))
-    entry = backend.get(warm_key)
+    entry = store.get(warm_key)
     assert session_codec.unpack(entry) is not None, "the warm session is not cached"
     pickled = pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
     entry_info: dict[str, Any] = {
@@ -284,7 +292,10 @@ def measure(config: str, args: argparse.Namespace) -> dict[str, Any]:
         "user_agent_chars": len(warm_session.user_agent),
         "fields": repr(entry)[:600],
     }
-    if is_redis:
+    if native:
+        entry_info["stored_bytes"] = store.client.strlen(store.name(warm_key))
+        entry_info["store"] = store.stats()
+    elif is_redis:
         entry_info["stored_bytes"] = raw.strlen(backend.make_key(warm_key))
 
     return {
@@ -292,6 +303,8 @@ def measure(config: str, args: argparse.Namespace) -> dict[str, Any]:
         "database": connection.vendor,
         "database_version": services.database_version(connection),
         "cache_backend": f"{type(backend).__module__}.{type(backend).__qualname__}",
+        "store": store.stats(),
+        "native_store": native,
         "redis_version": services.redis_version() if is_redis else None,
         "versions": versions(),
         "rounds": args.rounds,

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import uuid
 import zlib
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
 from functools import cache as memoize
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.contrib.auth import get_user_model
 from django.db import router
 from django.db.models import DateTimeField
-from django.db.models.base import DEFERRED
+from django.db.models.base import DEFERRED, ModelState
+from django.db.models.signals import post_init, pre_init
 
 from .models import UserSession
 
@@ -126,8 +128,86 @@ def pack(session: UserSession, user: AbstractBaseUser, *, with_key: bool = True)
     return (layout.signature, tuple(values), tuple(user_values))
 
 
+#: Values a prototype may hold: a clone shares them, so none may be changed in place.
+_IMMUTABLE = (
+    type(None),
+    bool,
+    int,
+    float,
+    str,
+    bytes,
+    datetime,
+    date,
+    time,
+    timedelta,
+    Decimal,
+    uuid.UUID,
+    ModelState,
+)
+PROTOTYPES_MAX = 4096
+_prototypes: dict[Any, tuple[UserSession, Any]] = {}
+
+
 def unpack(entry: Any, digest: str | None = None) -> tuple[UserSession, AbstractBaseUser] | None:
     """Return ``(session, user)`` rebuilt from an entry, or None when it is not a valid entry.
+
+    The pair built for an entry is kept as a prototype (per entry value, bounded): the next
+    request with an equal entry gets a clone of it, a fresh pair of instances that skips
+    ``Model.__init__``. Only for models without ``pre_init`` / ``post_init`` receivers and with
+    immutable field values; anything else is rebuilt with ``from_db`` every time.
+    """
+    try:
+        prototype = _prototypes.get((entry, digest))
+    except TypeError:  # an unhashable entry (not ours): unpack refuses it below
+        prototype = None
+    if prototype is not None and _clonable(type(prototype[1])):
+        return _clone(*prototype)
+    pair = _unpack(entry, digest)
+    if pair is not None and _clonable(type(pair[1])) and _immutable(pair):
+        if len(_prototypes) >= PROTOTYPES_MAX:
+            _prototypes.pop(next(iter(_prototypes)), None)
+        _prototypes[(entry, digest)] = pair
+        return _clone(*pair)
+    return pair
+
+
+#: Our own ``post_init`` receiver (receivers.py): what it sets is in the prototype's dict.
+OWN_INIT_RECEIVER = "nilva_session_user_initialised"
+
+
+def _clonable(user_model: Any) -> bool:
+    """True when no ``pre_init`` / ``post_init`` receiver but ours listens to either model."""
+    senders = {id(user_model), id(UserSession), id(None)}
+    for signal in (pre_init, post_init):
+        for receiver in signal.receivers:  # (lookup key (dispatch uid, sender id), ...)
+            uid, sender = receiver[0]
+            if sender in senders and uid != OWN_INIT_RECEIVER:
+                return False
+    return True
+
+
+def _immutable(pair: tuple[UserSession, Any]) -> bool:
+    session, user = pair
+    values = [*session.__dict__.values(), *user.__dict__.values()]
+    return all(isinstance(value, _IMMUTABLE) for value in values)
+
+
+def _copy(instance: Any) -> Any:
+    clone = object.__new__(type(instance))
+    clone.__dict__.update(instance.__dict__)
+    state = clone._state = ModelState()
+    state.db, state.adding = instance._state.db, False
+    return clone
+
+
+def _clone(session: UserSession, user: Any) -> tuple[UserSession, AbstractBaseUser]:
+    session, user = _copy(session), _copy(user)
+    session._state.fields_cache["user"] = user
+    return session, user
+
+
+def _unpack(entry: Any, digest: str | None) -> tuple[UserSession, AbstractBaseUser] | None:
+    """Build ``(session, user)`` from an entry with ``from_db``, or return None.
 
     ``digest`` is the token digest the entry was looked up by, for an entry that leaves it out
     (without it, such a session's ``key`` is left deferred). Anything else found under our keys

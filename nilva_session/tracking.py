@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -113,6 +114,11 @@ class LocalCopies:
 
 _PUSHED = object()
 
+# Bumped in a forked child (gunicorn --preload): a child never reads its parent's socket.
+# Cheaper than os.getpid(), a system call on every warm request.
+_generation = [0]
+os.register_at_fork(after_in_child=lambda: _generation.__setitem__(0, _generation[0] + 1))
+
 
 class TrackedConnection:
     """One RESP3 connection to one Redis node with ``CLIENT TRACKING ON``, for this process.
@@ -131,7 +137,8 @@ class TrackedConnection:
     ) -> None:
         self._make, self._on_invalidate, self._lease = make_connection, on_invalidate, lease
         self._conn: Any = None
-        self._pid = 0
+        self._poller: Any = None
+        self._pid = -1  # the fork generation the connection was made in
         self._pings: deque[float] = deque()  # send times of the PINGs not answered yet
         self.proven_at = float("-inf")  # when the newest answered PING (or read) was sent
         self.reconnects = 0
@@ -139,18 +146,20 @@ class TrackedConnection:
     # -- the connection --------------------------------------------------------------------
 
     def _connected(self) -> Any:
-        if self._conn is not None and self._pid == os.getpid():
+        if self._conn is not None and self._pid == _generation[0]:
             return self._conn
         self._conn = None  # a forked child never uses its parent's socket
         self._on_invalidate(None, self)
         conn = self._make()
         conn.connect()
+        self._poller = select.poll()
+        self._poller.register(conn._sock.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
         conn._parser.set_invalidation_push_handler(self._pushed)  # redis-py ≥ 5.1
         conn.send_command("CLIENT", "TRACKING", "ON")
         if str_of(conn.read_response()) != "OK":
             conn.disconnect()
             raise ConnectionError("CLIENT TRACKING ON was refused")
-        self._conn, self._pid = conn, os.getpid()
+        self._conn, self._pid = conn, _generation[0]
         self._pings.clear()
         self.reconnects += 1
         return conn
@@ -180,13 +189,13 @@ class TrackedConnection:
         Sends a ``PING`` (not waiting) when the proof is half a lease old. Never blocks.
         """
         conn = self._conn
-        if conn is None or self._pid != os.getpid():
+        if conn is None or self._pid != _generation[0]:
             return False
         try:
-            while conn.can_read(0):
-                reply = conn.read_response(push_request=True, disconnect_on_error=False)
-                if reply is not _PUSHED and self._pings:
-                    self.proven_at = self._pings.popleft()
+            # Every operation leaves redis-py's buffer empty (``_drain``): a poll of the socket
+            # alone tells whether anything arrived.
+            if self._poller.poll(0):
+                self._drain(conn)
             lease = self._lease()
             if now - self.proven_at >= lease / 2 and not self._pings:
                 conn.send_command("PING")
@@ -210,11 +219,18 @@ class TrackedConnection:
                 self._read(conn)
                 self._pings.popleft()
             replies = [self._read(conn) for _ in commands]
+            self._drain(conn)  # pushes that came in the same packet as the last reply
         except BaseException as error:
             self.broken(error)
             raise
         self.proven_at = max(self.proven_at, sent)
         return replies
+
+    def _drain(self, conn: Any) -> None:
+        while conn.can_read(0):
+            reply = conn.read_response(push_request=True, disconnect_on_error=False)
+            if reply is not _PUSHED and self._pings:
+                self.proven_at = self._pings.popleft()
 
     def _read(self, conn: Any) -> Any:
         while True:  # invalidations before a reply are applied before the reply is used

@@ -14,9 +14,11 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from django.db import connection
+from django.db.models.signals import post_init
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -313,3 +315,55 @@ def test_a_setting_read_once_follows_a_change_of_the_settings(settings):
     assert session_settings.TOKEN_PREFIX == "abc_"
     settings.NILVA_SESSION = {**settings.NILVA_SESSION, "TOKEN_PREFIX": "nvs_"}
     assert session_settings.TOKEN_PREFIX == "nvs_"
+
+
+# --------------------------------------------------------------------------------------------
+# prototypes: a warm request clones the pair built for an equal entry
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def packed(user, open_session):
+    session, _token = open_session(user)
+    codec._prototypes.clear()
+    yield codec.pack(session, user), session
+    codec._prototypes.clear()
+
+
+def test_an_equal_entry_gets_fresh_instances_of_one_prototype(packed):
+    entry, session = packed
+    first_session, first_user = codec.unpack(entry)
+    first_session.last_ip, first_user.first_name = "198.51.100.9", "changed"
+    second_session, second_user = codec.unpack(pickle.loads(pickle.dumps(entry)))  # noqa: S301
+    assert len(codec._prototypes) == 1
+    assert second_session is not first_session
+    assert second_user is not first_user
+    assert second_session.last_ip == session.last_ip
+    assert second_user.first_name == ""
+    assert second_session.user is second_user
+    assert not second_session._state.adding
+    assert second_session._state.db == "default"
+
+
+def test_a_post_init_receiver_of_the_user_model_is_never_skipped(packed):
+    entry, _session = packed
+    seen = []
+
+    def receiver(sender, instance, **kwargs):
+        seen.append(instance)
+
+    post_init.connect(receiver, sender=get_user_model())
+    try:
+        codec.unpack(entry)
+        codec.unpack(entry)
+    finally:
+        post_init.disconnect(receiver, sender=get_user_model())
+    assert len(seen) == 2  # built with from_db both times
+    assert not codec._prototypes
+
+
+def test_a_pair_holding_a_mutable_value_is_not_kept(packed):
+    entry, _session = packed
+    session, user = codec._unpack(entry, None)
+    user.__dict__["preferences"] = {"theme": "dark"}
+    assert not codec._immutable((session, user))
