@@ -115,7 +115,9 @@ def run_config(config: str, args: argparse.Namespace, module: str = "benchmarks.
         env.pop("BENCH_DATABASE_URL", None)
     else:
         env["BENCH_CACHE"] = "django-redis" if config == "django-redis" else "redis"
-        name = "nilva_bench_scale" if module.endswith("scale") else "nilva_bench"
+        name = {"benchmarks.scale": "nilva_bench_scale", "benchmarks.load": "nilva_bench_load"}.get(
+            module, "nilva_bench"
+        )
         env["BENCH_DATABASE_URL"] = database_url(name)
     if config.startswith("native"):
         env["BENCH_STORE"] = "native"
@@ -164,6 +166,11 @@ def main() -> int:
         help="keep one CPU-bound process spinning meanwhile: CPUs that never idle, as on a busy "
         "server (round trips then skip the wake-up of an idle CPU)",
     )
+    parser.add_argument(
+        "--load",
+        action="store_true",
+        help="also 4 gunicorn workers under wrk: requests/s of ours (native store) and peers",
+    )
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--no-save", action="store_true", help="do not write results JSON")
     args = parser.parse_args()
@@ -203,6 +210,8 @@ def main() -> int:
             results["configs"][config] = run_config(config, args)
             if args.profile:
                 return 0
+        if args.load and services_up:
+            results["load"] = run_config("native", args, module="benchmarks.load")
         if (args.scale or args.scale_only) and services_up:
             env_rows = os.environ.get("BENCH_SCALE_ROWS")
             os.environ["BENCH_SCALE_ROWS"] = env_rows or str(args.scale_rows)
