@@ -8,6 +8,7 @@ its own copies, exactly what a second worker has.
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
@@ -22,7 +23,7 @@ from nilva_session.redis_store import RedisStore
 from nilva_session.sessions import Client
 
 from .conftest import DESKTOP_UA
-from .support.services import SERVICES, redis_cluster, redis_server, wait_until
+from .support.services import SERVICES, free_port, redis_cluster, redis_server, wait_until
 
 pytestmark = [*SERVICES, pytest.mark.django_db(transaction=True)]
 
@@ -32,9 +33,13 @@ CLIENT = Client.of(RequestFactory().get("/", HTTP_USER_AGENT=DESKTOP_UA, REMOTE_
 
 
 def config(server, **extra):
+    where = (
+        {"SENTINELS": [("127.0.0.1", server.sentinel_port)], "SERVICE_NAME": "mymaster"}
+        if isinstance(server, Sentineled)
+        else {"URL": server.url(), "CLUSTER": isinstance(server, Cluster)}
+    )
     return {
-        "URL": server.url(),
-        "CLUSTER": isinstance(server, Cluster),
+        **where,
         "KEY_PREFIX": "t:",
         "OPTIONS": {"socket_timeout": LEASE, "socket_connect_timeout": LEASE},
         **extra,
@@ -89,6 +94,53 @@ class Cluster:
         return True
 
 
+class Sentineled:
+    """A master and one Sentinel watching it (``redis-server --sentinel``), owned by the test."""
+
+    def __init__(self, master, workdir) -> None:
+        self.master, self.nodes = master, [master]
+        self.sentinel_port = free_port()
+        conf = workdir / "sentinel.conf"
+        conf.write_text(
+            f"port {self.sentinel_port}\nbind 127.0.0.1\n"
+            f"sentinel monitor mymaster 127.0.0.1 {master.port} 1\n"
+        )
+        self.proc = subprocess.Popen(
+            ["redis-server", str(conf), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self._knows_master, 10, what="Sentinel to know the master")
+
+    def _knows_master(self) -> bool:
+        import redis
+
+        try:
+            client = redis.Redis(port=self.sentinel_port, socket_timeout=0.5)
+            return client.sentinel_get_master_addr_by_name("mymaster") is not None
+        except Exception:
+            return False
+
+    def url(self) -> str:
+        return self.master.url()
+
+    def client(self):
+        return self.master.client()
+
+    def pause(self) -> None:
+        self.master.pause()
+
+    def resume(self) -> None:
+        self.master.resume()
+
+    def kill(self) -> None:
+        self.master.kill()
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
 def kill_clients(server) -> None:
     for node in getattr(server, "nodes", [server]):
         client = node.client()
@@ -102,7 +154,7 @@ def running_cluster(tmp_path_factory):
         yield Cluster(cluster)
 
 
-@pytest.fixture(params=["standalone", "cluster"])
+@pytest.fixture(params=["standalone", "cluster", "sentinel"])
 def server(request, tmp_path):
     if request.param == "cluster":
         cluster = request.getfixturevalue("running_cluster")
@@ -114,6 +166,13 @@ def server(request, tmp_path):
         cluster.revive()
         return
     with redis_server(tmp_path) as own:
+        if request.param == "sentinel":
+            watched = Sentineled(own, tmp_path)
+            try:
+                yield watched
+            finally:
+                watched.stop()
+            return
         yield own
 
 
