@@ -8,6 +8,7 @@ request makes no query, for any custom user model. The entry carries a signature
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 import zlib
 from datetime import date, datetime, time, timedelta, timezone
@@ -165,7 +166,9 @@ def unpack(entry: Any, digest: str | None = None) -> tuple[UserSession, Abstract
     pair = _unpack(entry, digest)
     if pair is not None and _clonable(type(pair[1])) and _immutable(pair):
         if len(_prototypes) >= PROTOTYPES_MAX:
-            _prototypes.pop(next(iter(_prototypes)), None)
+            # Another thread may change the dict meanwhile: then nothing is dropped this time.
+            with contextlib.suppress(StopIteration, RuntimeError):
+                _prototypes.pop(next(iter(_prototypes)), None)
         _prototypes[(entry, digest)] = pair
         return _clone(*pair)
     return pair

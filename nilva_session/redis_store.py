@@ -167,12 +167,12 @@ class RedisStore(Store):
             found[entry_key] = entry
         if marker is not None:
             found[marker_key] = marker
-        if entry is not None and _copyable(entry):
-            ttls = [ttl for ttl in (entry_ttl, marker_ttl if marker is not None else None) if ttl]
-            expires = now + min(ttl for ttl in ttls if ttl > 0) / 1000 if ttls else now
+        lifetimes = [ttl for ttl in (entry_ttl, marker_ttl if marker is not None else None) if ttl]
+        if entry is not None and _copyable(entry) and lifetimes and min(lifetimes) > 0:
+            # Never past the key's remaining TTL (PTTL: -1 no expiry, -2 gone: not copied).
+            expires = now + min(lifetimes) / 1000
             size = len(entry_data) + len(marker_data or b"") + len(entry_key) + COPY_OVERHEAD
-            if expires > now:
-                self.copies.put(entry_key, Copy(entry, marker, expires, size, tracked))
+            self.copies.put(entry_key, Copy(entry, marker, expires, size, tracked))
         if counter_key is not None:
             counter = loads(self.client.get(self.name(counter_key)))
             if counter is not None:
