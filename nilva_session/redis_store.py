@@ -226,7 +226,24 @@ class RedisStore(Store):
         for key in keys:
             pipe.set(self.name(key), dumps(values[key]), ex=timeout)
         results = pipe.execute(raise_on_error=False)
+        self._fence([self.name(key) for key in keys])
         return [key for key, result in zip(keys, results, strict=True) if result is not True]
+
+    def _fence(self, names: list[str]) -> None:
+        """One more round trip to each node written to, so its invalidations are out.
+
+        Redis queues a write's invalidations while it executes it and sends them to the readers
+        in the same event-loop pass as the writer's reply, in no set order. It answers a
+        command sent after that reply only in a later pass: once the ``PING`` returns, every
+        invalidation of the write has been written to its reader's socket. A revoke (the only
+        ``set_many``: tombstones) thus returns after every worker's copy is invalidated.
+        """
+        if self.cluster:
+            nodes = {self.client.get_node_from_key(name).name: name for name in names}
+            targets = [self.client.get_node_from_key(name) for name in nodes.values()]
+            self.client.ping(target_nodes=targets)
+        else:
+            self.client.ping()
 
     def add(self, key: str, value: Any, timeout: int) -> bool:
         return bool(self.client.set(self.name(key), dumps(value), ex=timeout, nx=True))
