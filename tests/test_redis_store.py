@@ -50,7 +50,7 @@ class Cluster:
     """A 3-master Redis Cluster, seen by these tests like one server."""
 
     def __init__(self, cluster) -> None:
-        self.nodes = cluster.nodes
+        self.nodes, self.ready = cluster.nodes, cluster.ready
 
     def url(self) -> str:
         return self.nodes[0].url()
@@ -80,18 +80,6 @@ class Cluster:
             if node.proc is None or node.proc.poll() is not None:
                 node.start()
         wait_until(self.ready, 30, what="the Redis Cluster to be ok again")
-
-    def ready(self) -> bool:
-        for node in self.nodes:
-            client = node.client(timeout=0.5)
-            try:
-                if b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
-                    return False
-            except Exception:
-                return False
-            finally:
-                client.close()
-        return True
 
 
 class Sentineled:
@@ -340,26 +328,27 @@ def test_a_killed_redis_is_a_miss_and_the_database_decides(native, server, user,
     assert native.stats()["copies"]["entries"] == 0
 
 
-def test_the_copies_are_bounded_in_entries(server, user, open_session):
-    values = {**settings.NILVA_SESSION, "REDIS": config(server), "LOCAL_CACHE_MAX_ENTRIES": 3}
-    with override_settings(NILVA_SESSION=values):
-        for _ in range(5):
+def copies_after(server, open_session, user, sessions_made: int, **limits):
+    """The copies' stats after ``sessions_made`` warm sessions under ``limits``."""
+    with override_settings(
+        NILVA_SESSION={**settings.NILVA_SESSION, "REDIS": config(server), **limits}
+    ):
+        for _ in range(sessions_made):
             _session, token = open_session(user, ip=IP)
             warm(token)
         copies = store.get_store().stats()["copies"]
     store.reset()
+    return copies
+
+
+def test_the_copies_are_bounded_in_entries(server, user, open_session):
+    copies = copies_after(server, open_session, user, 5, LOCAL_CACHE_MAX_ENTRIES=3)
     assert copies["entries"] == 3
     assert copies["evictions"] == 2
 
 
 def test_the_copies_are_bounded_in_bytes(server, user, open_session):
-    values = {**settings.NILVA_SESSION, "REDIS": config(server), "LOCAL_CACHE_MAX_BYTES": 2000}
-    with override_settings(NILVA_SESSION=values):
-        for _ in range(10):
-            _session, token = open_session(user, ip=IP)
-            warm(token)
-        copies = store.get_store().stats()["copies"]
-    store.reset()
+    copies = copies_after(server, open_session, user, 10, LOCAL_CACHE_MAX_BYTES=2000)
     assert 0 < copies["bytes"] <= 2000
     assert copies["entries"] < 10
 

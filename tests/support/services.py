@@ -302,9 +302,9 @@ class RedisCluster:
             capture_output=True,
             timeout=60,
         )
-        wait_until(self._ready, 30, what="the Redis Cluster to settle (cluster_state:ok)")
+        wait_until(self.ready, 30, what="the Redis Cluster to settle (cluster_state:ok)")
 
-    def _ready(self) -> bool:
+    def ready(self) -> bool:
         for node in self.nodes:
             client = node.client(timeout=0.5)
             try:
