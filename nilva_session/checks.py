@@ -170,10 +170,11 @@ def check_redis(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     if config is None:
         return []
     try:
-        from redis.connection import Connection
+        import redis
 
-        usable = hasattr(Connection, "can_read") and redis_config(config)
-    except ImportError:
+        major, minor = (int(part) for part in redis.__version__.split(".")[:2])
+        usable = (major, minor) >= (5, 1) and redis_config(config)
+    except (ImportError, ValueError):  # missing, or a version string we cannot read
         usable = False
     if not usable:  # the value is not shown: a URL may carry a password
         return [_report("E016", "NILVA_SESSION['REDIS']")]

@@ -439,3 +439,20 @@ def test_the_readme_check_table_is_the_catalogue():
 def test_per_concern_names_report_only_their_ids(name, check_id):
     with override_settings(NILVA_SESSION={"TOKEN_SIZE": 8, "MAX_SESSIONS_PER_USER": 0}):
         assert [m.id for m in getattr(checks, name)()] == [f"nilva_session.{check_id}"]
+
+
+def test_the_native_store_needs_redis_py_5_1(monkeypatch):
+    import redis
+
+    monkeypatch.setattr(redis, "__version__", "5.0.8")
+    with override_settings(NILVA_SESSION={"REDIS": "redis://127.0.0.1:6379/0"}):
+        ids = [m.id for m in run_checks() if (m.id or "").startswith("nilva_session.E")]
+    assert ids == ["nilva_session.E016"]
+
+
+def test_the_native_store_check_never_shows_the_url():
+    with override_settings(NILVA_SESSION={"REDIS": "http://user:s3cret@127.0.0.1:6379/0"}):
+        messages = [m for m in run_checks() if m.id == "nilva_session.E016"]
+    assert len(messages) == 1
+    assert "s3cret" not in messages[0].msg
+    assert "s3cret" not in (messages[0].hint or "")
