@@ -27,12 +27,12 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
-from django.core.cache import BaseCache, caches
 from django.core.signals import setting_changed
 from django.db import transaction
 from django.utils import timezone
 
 from .conf import session_settings
+from .store import get_cache as get_cache  # re-exported: cache.get_cache() is public
 from .store import get_store
 
 logger = logging.getLogger("nilva_session.cache")
@@ -41,11 +41,6 @@ TOMBSTONE = "nilva_session:tombstone"
 ERROR_LOG_INTERVAL = 30.0
 
 T = TypeVar("T")
-
-
-def get_cache() -> BaseCache:
-    """Return the cache named by ``CACHE_ALIAS`` (the store unless ``REDIS`` is set)."""
-    return caches[session_settings.CACHE_ALIAS]
 
 
 def token_key(digest: str) -> str:

@@ -239,9 +239,8 @@ class RedisStore(Store):
         ``set_many``: tombstones) thus returns after every worker's copy is invalidated.
         """
         if self.cluster:
-            nodes = {self.client.get_node_from_key(name).name: name for name in names}
-            targets = [self.client.get_node_from_key(name) for name in nodes.values()]
-            self.client.ping(target_nodes=targets)
+            nodes = {node.name: node for node in map(self.client.get_node_from_key, names)}
+            self.client.ping(target_nodes=list(nodes.values()))
         else:
             self.client.ping()
 

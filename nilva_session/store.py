@@ -23,6 +23,11 @@ from django.core.signals import setting_changed
 from .conf import session_settings
 
 
+def get_cache() -> BaseCache:
+    """Return the Django cache named by ``CACHE_ALIAS`` (the store unless ``REDIS`` is set)."""
+    return caches[session_settings.CACHE_ALIAS]
+
+
 class Store:
     """The operations nilva-session needs from where it keeps session entries."""
 
@@ -83,7 +88,7 @@ class DjangoCacheStore(Store):
     """The Django cache ``CACHE_ALIAS`` (resolved per call: Django's caches are per thread)."""
 
     def backend(self) -> BaseCache:
-        return caches[session_settings.CACHE_ALIAS]
+        return get_cache()
 
     def get_many(self, keys: list[str]) -> dict[str, Any]:
         return _get_many(self.backend())(keys)
