@@ -385,4 +385,7 @@ def test_a_copy_never_outlives_its_redis_key(native, server, user, open_session)
     warm(token)
     name = native.name(cache.token_key(session.key))
     copy = native.copies.copies[cache.token_key(session.key)]
-    assert copy.expires - time.monotonic() <= server.client().pttl(name) / 1000 + 0.05
+    # The key's end lies before (this reply's arrival + its PTTL); on a loaded machine the PTTL
+    # round trip itself can take tens of milliseconds, so read the clock after it, not before.
+    remaining_ms = server.client().pttl(name)
+    assert copy.expires <= time.monotonic() + (remaining_ms + 1) / 1000
