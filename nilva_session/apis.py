@@ -18,6 +18,7 @@ from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
 from . import exceptions as errors
 from . import sessions
+from .conf import session_settings
 from .jwt import simplejwt_settings
 from .models import EndReason, UserSession, UserSessionQuerySet
 from .parsers import replace_json_parser
@@ -28,6 +29,7 @@ from .serializers import (
     TokenSessionBlacklistSerializer,
     TokenSessionObtainPairSerializer,
     TokenSessionRefreshSerializer,
+    token_response,
 )
 from .throttling import LoginIPThrottle, LoginUsernameThrottle, ReauthenticationUserThrottle
 
@@ -239,7 +241,30 @@ class ReauthenticateApi(SessionAPIView):
         serializer.is_valid(raise_exception=True)
         serializer.save()
         at = session.authenticated_at
-        return Response({"session_id": str(session.pk), "authenticated_at": at and at.isoformat()})
+        data = {"session_id": str(session.pk), "authenticated_at": at and at.isoformat()}
+        if session_settings.ROTATE_TOKEN_ON_REAUTHENTICATION and isinstance(
+            request.auth, UserSession
+        ):
+            # ASVS 7.2.4: a new token once the password is proved again; the old one ends here.
+            data["token"] = sessions.rotate_token(session, request)
+        return Response(data)
+
+
+class RotateTokenApi(SessionAPIView):
+    """``POST``: a new opaque token for the current session; the old one is refused from now.
+
+    200 ``{token, session_id, expire_at}`` (as ``login/``). A request made with a JWT gets 400
+    ``rotation_not_supported``: JWT clients rotate at ``token/refresh/``.
+    """
+
+    permission_classes = [IsAuthenticated]
+
+    def post(self, request: Request) -> Response:
+        session = _require_session(request)
+        if not isinstance(request.auth, UserSession):
+            raise errors.RotationNotSupported()
+        token = sessions.rotate_token(session, request)
+        return Response(token_response(session, token))
 
 
 class SessionDetailApi(SessionAPIView):

@@ -18,6 +18,7 @@ from .conf import (
     DEFAULTS,
     MAX_PREFIX_LENGTH,
     MIN_TOKEN_BITS,
+    NEW_DEVICE_RULES,
     SESSION_LIMIT_POLICIES,
     SETTINGS,
     USER_AGENT_CHECK_MODES,
@@ -81,6 +82,12 @@ CHECKS: dict[str, tuple[str, str | None]] = {
         "SENTINELS, SERVICE_NAME, SENTINEL_OPTIONS, KEY_PREFIX and OPTIONS, and redis-py 5.1 "
         "or later must be installed",
         'pip install "nilva-session[redis]"; see the README, "Redis: the native store".',
+    ),
+    "E017": ("must be a timedelta or a number of seconds, 0 or more", None),
+    "E018": (f"must be one of: {', '.join(NEW_DEVICE_RULES)}, or None", None),
+    "E019": (
+        'needs EVENT_HISTORY: the "this wasn\'t me" link is checked against the history',
+        "Set NILVA_SESSION['EVENT_HISTORY'] = True, or turn NEW_DEVICE_EMAIL off.",
     ),
     "W001": (
         "the cache is local to one process, and DEBUG is off",
@@ -148,6 +155,12 @@ def check_proxy_conflict(app_configs: Any = None, **kwargs: Any) -> list[CheckMe
     count, networks = _setting("TRUSTED_PROXY_COUNT"), _setting("TRUSTED_PROXIES")
     both = non_negative_int(count) and trusted_proxies(networks) and count and networks
     return _reported_if(both, "E013", f"{_is('TRUSTED_PROXY_COUNT')}, TRUSTED_PROXIES {networks!r}")
+
+
+@register(Tags.security)
+def check_new_device_email(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    unverifiable = _setting("NEW_DEVICE_EMAIL") and not _setting("EVENT_HISTORY")
+    return _reported_if(unverifiable, "E019", _is("NEW_DEVICE_EMAIL"))
 
 
 @register(Tags.caches)

@@ -35,6 +35,7 @@ MAX_PREFIX_LENGTH = 16
 PREFIX_ALPHABET = frozenset(string.ascii_letters + string.digits + "_-")
 SESSION_LIMIT_POLICIES = ("end_least_recent", "refuse")
 USER_AGENT_CHECK_MODES = ("family", "strict", "off")
+NEW_DEVICE_RULES = ("user_agent", "user_agent_and_network")
 
 # --- validators: each says whether its setting accepts an effective value ------------------------
 
@@ -47,6 +48,12 @@ def positive_duration(value: Any) -> bool:
     """A positive timedelta, or a positive number of seconds (``_load`` converts those)."""
     value = _as_timedelta(value)
     return isinstance(value, timedelta) and value > timedelta(0)
+
+
+def non_negative_duration(value: Any) -> bool:
+    """A timedelta or a number of seconds, zero or more (``_load`` converts the seconds)."""
+    value = _as_timedelta(value)
+    return isinstance(value, timedelta) and value >= timedelta(0)
 
 
 def optional_positive_duration(value: Any) -> bool:
@@ -139,7 +146,7 @@ def redis_config(value: Any) -> bool:
     )
 
 
-def choice(*choices: str) -> Callable[[Any], bool]:
+def choice(*choices: str | None) -> Callable[[Any], bool]:
     return lambda value: value in choices
 
 
@@ -240,13 +247,43 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("JWT_AUTHENTICATION_CLASS", "nilva_session.backends.UserSessionDBJwtAuthentication",
             any_value, "",  # checks.check_jwt_authentication_class: E014, W003
             doc="the JWT class whose rules (`check_user_agent`) `token/refresh/` applies"),
+    Setting("DETECT_REFRESH_REUSE", True, any_value, "",
+            doc="with simplejwt's `ROTATE_REFRESH_TOKENS`: a retired refresh token presented "
+            "again ends its session (`refresh_reused`)"),
+    Setting("REFRESH_REUSE_GRACE", timedelta(seconds=5), non_negative_duration, "E017",
+            doc="the refresh token just retired is still accepted this long (two tabs "
+            "refreshing at once); `0` = never"),
+    Setting("REFRESH_GENERATION_CLAIM", "refresh_gen", non_blank_string, "E009",
+            doc="JWT claim of a refresh token that carries its generation"),
+    Setting("ROTATE_TOKEN_ON_REAUTHENTICATION", False, any_value, "",
+            doc="`reauthenticate/` also issues a new opaque token and retires the old one"),
+    Setting("EVENT_HISTORY", True, any_value, "",
+            doc="keep security events in the database (`nilva_session_events` exports them)"),
+    Setting("EVENT_RETENTION", timedelta(days=90), positive_duration, "E007",
+            doc="how long the cleanup command keeps security events"),
+    Setting("NEW_DEVICE_RULE", "user_agent_and_network", choice(*NEW_DEVICE_RULES, None), "E018",
+            doc='what makes a device new: `"user_agent"` (browser, OS and device family) or '
+            '`"user_agent_and_network"` (also the IPv4 /16 or IPv6 /32 network); `None` = off'),
+    Setting("NEW_DEVICE_EMAIL", False, any_value, "",  # checks.check_new_device_email: E019
+            doc="email the user on a sign-in from a new device, with a \"this wasn't me\" link"),
+    Setting("NOT_ME_LINK_MAX_AGE", timedelta(days=7), positive_duration, "E007",
+            doc="how long the \"this wasn't me\" link works (it works once)"),
+    Setting("NOT_ME_SETS_UNUSABLE_PASSWORD", False, any_value, "",
+            doc="the \"this wasn't me\" link also makes the password unusable (a reset is then "
+            "the way back in)"),
+    Setting("LOCATION_RESOLVER", "nilva_session.alerts.geoip_location", any_value, "",
+            doc="dotted path of a function `f(ip)` giving a place name (or None) for the "
+            "new-device email; "
+            "the default uses Django's `GeoIP2` when `GEOIP_PATH` is set; `None` = off"),
 )
 # fmt: on
 
 DEFAULTS: dict[str, Any] = {setting.name: setting.default for setting in SETTINGS}
 
 # Durations that may be given in seconds as well as a timedelta; the optional ones may be None.
-DURATION_SETTINGS = tuple(s.name for s in SETTINGS if s.valid is positive_duration)
+DURATION_SETTINGS = tuple(
+    s.name for s in SETTINGS if s.valid in (positive_duration, non_negative_duration)
+)
 OPTIONAL_DURATION_SETTINGS = tuple(
     s.name for s in SETTINGS if s.valid is optional_positive_duration
 )

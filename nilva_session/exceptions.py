@@ -97,6 +97,15 @@ class ClientAddressChanged(SessionSuspended):
     )
 
 
+class RefreshTokenReused(SessionRefused):
+    """A retired refresh token came back: someone else holds a copy, so the session ended."""
+
+    default_detail = _(
+        "This refresh token was already used. The session has been ended; please sign in again."
+    )
+    default_code = "refresh_reused"
+
+
 # --- 403 ----------------------------------------------------------------------------------------
 
 
@@ -125,6 +134,13 @@ class ReauthenticationRequired(SessionError, exceptions.PermissionDenied):
 
 class BadRequest(SessionError):
     """A request Django itself finds suspicious (other than the two below)."""
+
+
+class RotationNotSupported(SessionError):
+    default_detail = _(
+        "Only an opaque token can be rotated; JWT clients get new tokens at token/refresh/."
+    )
+    default_code = "rotation_not_supported"
 
 
 class InvalidParameter(SessionError):

@@ -48,10 +48,45 @@ def cap_expiry(token: TokenT, session: UserSession) -> TokenT:
     return token
 
 
-def bind_to_session(refresh: RefreshToken, session: UserSession) -> RefreshToken:
-    """Put the session id in ``refresh`` (access tokens minted from it copy it) and cap it."""
+def bind_to_session(
+    refresh: RefreshToken, session: UserSession, generation: int = 0
+) -> RefreshToken:
+    """Put the session id (access tokens minted from it copy it) and the refresh generation in
+    ``refresh``, and cap its expiry; return it."""
     refresh[session_settings.SESSION_ID_CLAIM] = str(session.pk)
+    refresh[session_settings.REFRESH_GENERATION_CLAIM] = generation
     return cap_expiry(refresh, session)
+
+
+def generation_of(refresh: Token) -> int:
+    """Return the refresh generation a token carries (0 for one issued before generations), or
+    raise :class:`TokenNotValid` for a claim that is not a whole number."""
+    value = refresh.get(session_settings.REFRESH_GENERATION_CLAIM, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**31:
+        raise errors.TokenNotValid()
+    return value
+
+
+class PresentedRefreshToken(RefreshToken):
+    """A refresh token verified without simplejwt's blacklist lookup.
+
+    ``token/refresh/`` asks the blacklist itself, after the reuse rule: a blacklisted token
+    that was retired by rotation is a *reused* one, which ends its session, not a plain 401.
+    """
+
+    def verify(self) -> None:
+        Token.verify(self)
+
+    def is_blacklisted(self) -> bool:
+        """Return True if simplejwt's blacklist app is installed and lists this token."""
+        check = getattr(RefreshToken, "check_blacklist", None)
+        if check is None:
+            return False
+        try:
+            check(self)
+        except TokenError:
+            return True
+        return False
 
 
 def refresh_token_for_session(session: UserSession, user: AbstractBaseUser) -> RefreshToken:
@@ -77,5 +112,6 @@ def owner_of(token: Token) -> sessions.Owner:
 def access_token_for_session(refresh: RefreshToken, session: UserSession) -> AccessToken:
     """Return an access token minted from ``refresh`` (it copies the session claim), capped."""
     access = refresh.access_token
+    access.payload.pop(session_settings.REFRESH_GENERATION_CLAIM, None)  # the refresh's alone
     cap_expiry(access, session)
     return access

@@ -31,6 +31,8 @@ class EndReason(models.TextChoices):
     REPLACED = "replaced", _("Replaced by a newer session")
     IDLE = "idle_timeout", _("Idle for too long")
     IP_CHANGED = "ip_changed", _("Suspended: client IP changed")
+    REFRESH_REUSED = "refresh_reused", _("Ended: a retired refresh token was used again")
+    REPORTED = "reported", _("Ended: the user reported a sign-in that was not theirs")
 
 
 class UserSessionQuerySet(models.QuerySet["UserSession"]):
@@ -94,6 +96,19 @@ class UserSession(models.Model):
     end_reason = models.CharField(
         _("end reason"), max_length=32, blank=True, default="", choices=EndReason.choices
     )
+    refresh_generation = models.PositiveIntegerField(
+        _("refresh generation"),
+        default=0,
+        help_text=_("The generation of the session's current refresh token (JWT rotation)."),
+    )
+    refreshed_at = models.DateTimeField(_("refreshed at"), null=True, blank=True)
+    device_digest = models.CharField(
+        _("device digest"),
+        max_length=64,
+        blank=True,
+        default="",
+        help_text=_("SHA-256 of what identifies the device (see NEW_DEVICE_RULE)."),
+    )
 
     # Typed as the queryset so that its methods (active, for_user, revoke) are visible to type
     # checkers without the django-stubs plugin too; as_manager() copies them onto the manager.
@@ -107,6 +122,7 @@ class UserSession(models.Model):
             models.Index(fields=["user", "is_active"], name="user_session_user_active"),
             models.Index(fields=["expire_at"], name="user_session_expire_at"),
             models.Index(fields=["ended_at"], name="user_session_ended_at"),
+            models.Index(fields=["user", "device_digest"], name="user_session_user_device"),
         ]
 
     def __str__(self) -> str:
@@ -156,3 +172,55 @@ class UserSession(models.Model):
     def invalidate_cache_by_session_id(cls, session_id: uuid.UUID | str) -> None:
         """Keep the session with this id out of the cache for a while."""
         cache.bar([cache.session_key(session_id)])
+
+
+class EventKind(models.TextChoices):
+    LOGIN = "login", _("Signed in")
+    LOGIN_FAILED = "login_failed", _("Sign-in failed")
+    NEW_DEVICE = "new_device", _("Signed in on a new device")
+    ROTATED = "rotated", _("Token rotated")
+    REFRESH_REUSED = "refresh_reused", _("Retired refresh token used again")
+    SUSPENDED = "suspended", _("Session suspended")
+    REVOKED = "revoked", _("Session ended")
+
+
+class SessionEvent(models.Model):
+    """One security event: the history ``nilva_session_events`` exports (schema: ``events``).
+
+    ``user`` keeps its id after the user is deleted (no database constraint), and
+    ``session_id`` is not a foreign key: events outlive the sessions the cleanup deletes.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    created_at = models.DateTimeField(_("time"), default=timezone.now, db_index=True)
+    kind = models.CharField(_("kind"), max_length=32, choices=EventKind.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+        verbose_name=_("user"),
+    )
+    session_id = models.UUIDField(_("session"), null=True, blank=True)
+    ip = models.GenericIPAddressField(_("IP address"), unpack_ipv4=True, null=True, blank=True)
+    user_agent = models.TextField(_("user agent"), blank=True, default="")
+    reason = models.CharField(_("reason"), max_length=32, blank=True, default="")
+    data = models.JSONField(_("data"), default=dict, blank=True)
+    handled_at = models.DateTimeField(
+        _("handled at"),
+        null=True,
+        blank=True,
+        help_text=_("When the user followed this event's “this wasn't me” link."),
+    )
+
+    class Meta:
+        db_table = "user_session_event"
+        verbose_name = _("session event")
+        verbose_name_plural = _("session events")
+        ordering = ("created_at", "id")
+        indexes = [models.Index(fields=["user", "created_at"], name="user_session_event_user")]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.kind} user={self.user_id}"

@@ -195,6 +195,11 @@ class ReauthenticationSerializer(serializers.Serializer[Any]):
 
     session_id = serializers.UUIDField()
     authenticated_at = serializers.DateTimeField()
+    token = serializers.CharField(
+        required=False,
+        help_text="Only with `ROTATE_TOKEN_ON_REAUTHENTICATION` and an opaque token: the"
+        " session's new token; the one that made this request no longer works.",
+    )
 
 
 class _SerializerSchema(OpenApiSerializerExtension):
@@ -510,6 +515,29 @@ class ReauthenticateSchema(_ViewSchema):
     }
 
 
+class RotateTokenSchema(_ViewSchema):
+    target_class = "nilva_session.apis.RotateTokenApi"
+    methods: ClassVar[dict[str, dict[str, Any]]] = {
+        "post": operation(
+            operation_id="sessions_rotate",
+            summary="Rotate: a new opaque token for this session",
+            description=(
+                "Issues a new token for the session that makes the request and retires the"
+                " one it was made with: from the next request on, on every worker, the old"
+                " token is refused (`invalid_token`). The session, its history and expiry"
+                " stay. The new token is shown once."
+            ),
+            request=None,
+            responses={
+                200: SessionTokenSerializer,
+                400: error("`rotation_not_supported`: the request was made with a JWT."),
+                **AUTHENTICATED_ERRORS,
+                403: NO_SESSION,
+            },
+        )
+    }
+
+
 class TokenObtainSchema(_ViewSchema):
     target_class = "nilva_session.apis.TokenSessionObtainPairApi"
     methods: ClassVar[dict[str, dict[str, Any]]] = {
@@ -553,7 +581,9 @@ class TokenRefreshSchema(_ViewSchema):
                 400: INVALID_INPUT,
                 401: error(
                     "Invalid or expired refresh token (`token_not_valid`), or its session is"
-                    " over: `session_ended`, `session_expired`, `invalid_token`, ..."
+                    " over: `session_ended`, `session_expired`, `invalid_token`, ...;"
+                    " `refresh_reused`: with rotation, a retired refresh token was presented"
+                    " again, and its session has just been ended."
                 ),
                 415: UNSUPPORTED_MEDIA_TYPE,
                 429: PROJECT_THROTTLED,

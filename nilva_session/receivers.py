@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import get_hasher, identify_hasher
 from django.contrib.auth.signals import user_login_failed
 from django.db.models.signals import post_init, post_save, pre_delete, pre_save
 
-from . import clients, sessions
+from . import clients, events, sessions
 from .conf import session_settings
-from .models import EndReason, UserSession
+from .models import EndReason, EventKind, UserSession
 
 # Saves that touch only these fields cannot change whether a session may authenticate.
 HARMLESS_FIELDS = frozenset({"last_login"})
@@ -100,11 +101,35 @@ def user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     sessions.invalidate_user(instance)
 
 
-def login_failed(sender: Any, request: Any = None, **kwargs: Any) -> None:
+def login_failed(sender: Any, credentials: Any = None, request: Any = None, **kwargs: Any) -> None:
     # A security event (login/, token/, reauthenticate/ and any other authenticate() call).
-    # Neither the username (users type passwords into it) nor the credentials are logged.
-    ip = clients.client_ip(request) if request is not None and hasattr(request, "META") else None
+    # Neither the username (users type passwords into it) nor the credentials are logged or
+    # kept: the event names the account only when the username is one (its id).
+    has_meta = request is not None and hasattr(request, "META")
+    ip = clients.client_ip(request) if has_meta else None
     sessions.logger.info("login failed: ip=%s", ip)
+    events.record(
+        EventKind.LOGIN_FAILED,
+        user_id=_named_user_id(credentials),
+        ip=ip,
+        user_agent=clients.user_agent(request) if has_meta else "",
+    )
+
+
+def _named_user_id(credentials: Any) -> Any:
+    """Return the id of the user whose username the failed credentials gave, or None."""
+    user_model = get_user_model()
+    username = (credentials or {}).get(user_model.USERNAME_FIELD)
+    if not isinstance(username, str) or not username or len(username) > 254:
+        return None
+    try:
+        return (
+            user_model._default_manager.filter(**{user_model.USERNAME_FIELD: username})
+            .values_list("pk", flat=True)
+            .first()
+        )
+    except (ValueError, TypeError):  # a username the field cannot hold
+        return None
 
 
 USER = settings.AUTH_USER_MODEL

@@ -17,9 +17,10 @@ from . import sessions
 from .authentication import UserSessionDBJwtAuthentication
 from .conf import session_settings
 from .jwt import (
+    PresentedRefreshToken,
     access_token_for_session,
     bind_to_session,
-    cap_expiry,
+    generation_of,
     owner_of,
     simplejwt_settings,
     verified,
@@ -78,6 +79,19 @@ def _open_session_response(request: Any, user: Any) -> tuple[UserSession, str]:
     return session, token
 
 
+def _timestamp(value: Any) -> Any:
+    return serializers.DateTimeField().to_representation(value) if value else None
+
+
+def token_response(session: UserSession, token: str) -> dict[str, Any]:
+    """Return the body that hands out an opaque token: ``{token, session_id, expire_at}``."""
+    return {
+        "token": token,
+        "session_id": str(session.pk),
+        "expire_at": _timestamp(session.expire_at),
+    }
+
+
 class LoginSerializer(serializers.Serializer[dict[str, Any]]):
     """``{username, password}`` checked by ``django.contrib.auth.authenticate``.
 
@@ -107,16 +121,10 @@ class LoginSerializer(serializers.Serializer[dict[str, Any]]):
 
     def create(self, validated_data: dict[str, Any]) -> dict[str, Any]:
         session, token = _open_session_response(self.context["request"], validated_data["user"])
-        return {"token": token, "session_id": session.pk, "expire_at": session.expire_at}
+        return token_response(session, token)
 
     def to_representation(self, instance: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "token": instance["token"],
-            "session_id": str(instance["session_id"]),
-            "expire_at": serializers.DateTimeField().to_representation(instance["expire_at"])
-            if instance["expire_at"]
-            else None,
-        }
+        return instance
 
 
 class ReauthenticateSerializer(serializers.Serializer[UserSession]):
@@ -165,9 +173,7 @@ class TokenSessionObtainPairSerializer(TokenObtainSerializer):
             "access": str(access_token_for_session(refresh, session)),
             "refresh": str(refresh),
             "session_id": str(session.pk),
-            "expire_at": serializers.DateTimeField().to_representation(session.expire_at)
-            if session.expire_at
-            else None,
+            "expire_at": _timestamp(session.expire_at),
         }
 
 
@@ -179,9 +185,9 @@ def jwt_authentication() -> UserSessionDBJwtAuthentication:
     return auth_class()
 
 
-def _verified_refresh(raw: str) -> RefreshToken:
+def _verified_refresh(raw: str, token_class: type[RefreshToken] = RefreshToken) -> RefreshToken:
     try:
-        return verified(RefreshToken, raw)
+        return verified(token_class, raw)
     except TokenError as error:
         raise InvalidToken(error.args[0]) from None
 
@@ -190,26 +196,36 @@ class TokenSessionRefreshSerializer(serializers.Serializer[Any]):
     """simplejwt refresh that refuses tokens of ended, expired, suspended or missing sessions.
 
     Honours ``ROTATE_REFRESH_TOKENS`` and ``BLACKLIST_AFTER_ROTATION``; rotation keeps the
-    session. Returns ``access`` (and ``refresh`` when rotating).
+    session. With rotation and ``DETECT_REFRESH_REUSE``, each refresh token carries a
+    generation: the next token gets the next one, and a retired token presented again ends the
+    session (``sessions.advance_refresh``). Returns ``access`` (and ``refresh`` when rotating).
     """
 
     refresh = serializers.CharField(max_length=4096)
     access = serializers.CharField(read_only=True)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        refresh = _verified_refresh(attrs["refresh"])
-        _user, session = jwt_authentication().authenticate_session(
-            refresh, self.context.get("request")
-        )
-        data = {"access": str(access_token_for_session(refresh, session))}
         jwt_settings = simplejwt_settings()
+        detect = jwt_settings.ROTATE_REFRESH_TOKENS and session_settings.DETECT_REFRESH_REUSE
+        refresh = _verified_refresh(attrs["refresh"], PresentedRefreshToken)
+        blacklisted = cast(PresentedRefreshToken, refresh).is_blacklisted()
+        if blacklisted and not detect:
+            raise InvalidToken(str(_("Token is blacklisted")))
+        request = self.context.get("request")
+        _user, session = jwt_authentication().authenticate_session(refresh, request)
+        generation = generation_of(refresh)
+        if detect:
+            generation = sessions.advance_refresh(
+                session, generation, request, blacklisted=blacklisted
+            )
+        data = {"access": str(access_token_for_session(refresh, session))}
         if jwt_settings.ROTATE_REFRESH_TOKENS:
             if jwt_settings.BLACKLIST_AFTER_ROTATION and hasattr(refresh, "blacklist"):
                 refresh.blacklist()
             refresh.set_jti()
             refresh.set_exp()
             refresh.set_iat()
-            cap_expiry(refresh, session)  # before outstand(), which records the final token
+            bind_to_session(refresh, session, generation)  # before outstand(): the final token
             if hasattr(refresh, "outstand"):
                 refresh.outstand()
             data["refresh"] = str(refresh)

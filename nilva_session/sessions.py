@@ -7,6 +7,7 @@ token digest (:func:`authenticate_token`) or by id (:func:`authenticate_session_
 
 from __future__ import annotations
 
+import enum
 import logging
 import uuid
 from collections.abc import Callable, Iterable
@@ -20,12 +21,19 @@ from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone, translation
 
-from . import cache, clients, codec, guessing
+from . import alerts, cache, clients, codec, events, guessing
 from . import exceptions as errors
 from .conf import session_settings
 from .exceptions import SessionRefused
-from .models import EndReason, UserSession, UserSessionQuerySet
-from .signals import session_created, session_revoked, session_suspended
+from .models import EndReason, EventKind, UserSession, UserSessionQuerySet
+from .signals import (
+    new_device_login,
+    refresh_token_reused,
+    session_created,
+    session_revoked,
+    session_rotated,
+    session_suspended,
+)
 from .utils import (
     hash_data,
     is_legacy_token,
@@ -121,22 +129,48 @@ def open_session(
     """
     token = token_generator()
     now = timezone.now()
+    ip = clients.client_ip(request) if request is not None else None
+    agent = clients.user_agent(request) if request is not None else ""
+    device = alerts.device_digest(agent, ip) if request is not None else ""
     # Only a session limit needs a transaction (for its row lock); a plain login is one INSERT.
     with transaction.atomic() if session_settings.MAX_SESSIONS_PER_USER else nullcontext():
         _make_room(user)
+        seen = alerts.seen_before(user, device) if device else None
         session = UserSession.objects.create(
             # django-stubs types the FK as the User model of the settings mypy runs with;
             # whatever AUTH_USER_MODEL is, the user is one of its instances.
             user=cast(Any, user),
             key=hash_data(token),
             expire_at=_initial_expiry(now, expire_at),
-            last_ip=clients.client_ip(request) if request is not None else None,
-            user_agent=clients.user_agent(request) if request is not None else "",
+            last_ip=ip,
+            user_agent=agent,
             authenticated_at=now,
+            device_digest=device,
         )
+    opened = [_event(EventKind.LOGIN, session, at=now)]
+    if seen is False:
+        opened.append(_event(EventKind.NEW_DEVICE, session, at=now))
+    events.emit(opened)
     session_created.send(sender=UserSession, session=session, request=request)
     logger.info("session opened: session=%s user=%s", session.pk, session.user_id)
+    if seen is False:
+        new_device_login.send(
+            sender=UserSession, session=session, request=request, event=opened[-1]
+        )
+        alerts.email_new_device(session, user, opened[-1], request)
     return session, token
+
+
+def _event(kind: EventKind, session: UserSession, **fields: Any) -> Any:
+    """Return an unsaved event about ``session`` (its user, id, IP and user agent)."""
+    return events.new(
+        kind,
+        user_id=session.user_id,
+        session_id=session.pk,
+        ip=session.last_ip,
+        user_agent=session.user_agent,
+        **fields,
+    )
 
 
 def authenticate_token(
@@ -433,37 +467,58 @@ def _claim_activity(entry_key: str, marker: Any, ip: str | None, *, pending: boo
     return cache.mark_activity(entry_key, value, replace=marker is not None)
 
 
-def _end(sessions: UserSessionQuerySet, reason: str, detail: str | None) -> list[tuple[Any, Any]]:
+def _end(
+    sessions: UserSessionQuerySet, reason: str, detail: str | None, event_kind: EventKind
+) -> list[tuple[Any, Any]]:
     """End the active sessions of a queryset; return ``(id, user_id)`` of each one ended."""
-    rows = list(sessions.filter(is_active=True).values_list("id", "key", "user_id"))
+    columns = ("id", "key", "user_id", "last_ip", "user_agent")
+    rows = list(sessions.filter(is_active=True).values_list(*columns))
     if not rows:
         return []
-    cache.bar_sessions((session_id, digest) for session_id, digest, _ in rows)
+    cache.bar_sessions((session_id, digest) for session_id, digest, *_ in rows)
     now = timezone.now()
+    given = detail
     if detail is None:
         with translation.override(None):  # stored data: the English label, whatever the request
             detail = str(EndReason(reason).label) if reason in EndReason.values else reason
     for start in range(0, len(rows), REVOKE_BATCH_SIZE):
-        ids = [session_id for session_id, _, _ in rows[start : start + REVOKE_BATCH_SIZE]]
+        ids = [row[0] for row in rows[start : start + REVOKE_BATCH_SIZE]]
         UserSession.objects.filter(pk__in=ids, is_active=True).update(
             is_active=False, ended_at=now, end_reason=reason, detail=detail
         )
-    return [(session_id, user_id) for session_id, _, user_id in rows]
+    data = {"detail": given} if given else {}
+    events.emit(
+        events.new(
+            event_kind,
+            user_id=user_id,
+            session_id=session_id,
+            ip=ip,
+            user_agent=agent,
+            reason=reason,
+            data=data,
+            at=now,
+        )
+        for session_id, _, user_id, ip, agent in rows
+    )
+    return [(session_id, user_id) for session_id, _, user_id, *_ in rows]
 
 
 def revoke(
     sessions: Iterable[UserSession] | UserSessionQuerySet,
     reason: str = EndReason.REVOKED,
     detail: str | None = None,
+    *,
+    event_kind: EventKind = EventKind.REVOKED,
 ) -> int:
     """End sessions (a queryset or instances); return how many active ones were ended.
 
     The only way nilva-session ends sessions: views, admin and commands all call it, so the
-    cache is always barred and ``session_revoked`` always sent.
+    cache is always barred, ``session_revoked`` always sent and one event per session emitted
+    (``event_kind``: ``revoked``, or the rule's kind when :func:`suspend` calls it).
     """
     if not isinstance(sessions, UserSessionQuerySet):
         sessions = UserSession.objects.filter(pk__in=[s.pk for s in sessions])
-    ended = _end(sessions, reason, detail)
+    ended = _end(sessions, reason, detail, event_kind)
     if ended:
         session_revoked.send(
             sender=UserSession,
@@ -476,9 +531,16 @@ def revoke(
     return len(ended)
 
 
-def suspend(session: UserSession, reason: str, detail: str, request: Any = None) -> bool:
+def suspend(
+    session: UserSession,
+    reason: str,
+    detail: str,
+    request: Any = None,
+    *,
+    event_kind: EventKind = EventKind.SUSPENDED,
+) -> bool:
     """End one session because a rule failed; return True if it was active."""
-    if not revoke([session], reason, detail):
+    if not revoke([session], reason, detail, event_kind=event_kind):
         return False
     session.is_active, session.end_reason, session.detail = False, reason, detail
     session_suspended.send(sender=UserSession, session=session, reason=reason, request=request)
@@ -486,6 +548,92 @@ def suspend(session: UserSession, reason: str, detail: str, request: Any = None)
         "session suspended: session=%s user=%s reason=%s", session.pk, session.user_id, reason
     )
     return True
+
+
+# --- rotation: a new credential for the same session ----------------------------------------
+
+
+def rotate_token(session: UserSession, request: Any = None) -> str:
+    """Give ``session`` a new opaque token and retire its current one; return the new token.
+
+    The old token is refused from the next request on, on every worker (its cache entry is
+    barred before this returns). Raises :class:`InvalidToken` if the session's token was
+    rotated meanwhile (by a concurrent call) or it has ended.
+    """
+    token = token_generator()
+    digest = hash_data(token)
+    rotated = UserSession.objects.filter(pk=session.pk, key=session.key, is_active=True)
+    if not rotated.update(key=digest):
+        raise errors.InvalidToken()
+    cache.bar_sessions([(session.pk, session.key)])
+    session.key = digest
+    events.emit([_event(EventKind.ROTATED, session, data={"credential": "token"})])
+    session_rotated.send(sender=UserSession, session=session, request=request)
+    logger.info("session token rotated: session=%s user=%s", session.pk, session.user_id)
+    return token
+
+
+class RefreshVerdict(enum.Enum):
+    """What a refresh token's generation says, against its session's (:func:`refresh_verdict`)."""
+
+    CURRENT = "current"  # the session's latest refresh token
+    GRACE = "grace"  # the one retired just now (within REFRESH_REUSE_GRACE): accepted
+    REUSED = "reused"  # retired earlier: presented again, so someone else holds a copy
+    UNKNOWN = "unknown"  # a generation the session never issued
+
+
+def refresh_verdict(
+    presented: int, generation: int, refreshed_at: datetime | None, now: datetime
+) -> RefreshVerdict:
+    """Return the verdict on a refresh token of generation ``presented`` (pure).
+
+    ``generation`` and ``refreshed_at`` are the session's: its current generation and when it
+    was last advanced.
+    """
+    if presented == generation:
+        return RefreshVerdict.CURRENT
+    if presented > generation:
+        return RefreshVerdict.UNKNOWN
+    grace = session_settings.REFRESH_REUSE_GRACE
+    if presented == generation - 1 and refreshed_at is not None and now - refreshed_at < grace:
+        return RefreshVerdict.GRACE
+    return RefreshVerdict.REUSED
+
+
+def advance_refresh(
+    session: UserSession, presented: int, request: Any = None, *, blacklisted: bool = False
+) -> int:
+    """Retire the refresh token of generation ``presented``; return the next one's generation.
+
+    One conditional UPDATE (``WHERE refresh_generation = presented``), so of concurrent
+    refreshes with one token exactly one advances it; the others find the generation it left
+    and are judged by :func:`refresh_verdict`. A reused token ends the session (reason
+    ``refresh_reused``, ``refresh_token_reused`` sent) and raises :class:`RefreshTokenReused`.
+    ``blacklisted``: simplejwt's blacklist holds the token, so it may not advance.
+    """
+    now = timezone.now()
+    live_row = UserSession.objects.filter(pk=session.pk, is_active=True)
+    advanced = live_row.filter(refresh_generation=presented)
+    if not blacklisted and advanced.update(refresh_generation=presented + 1, refreshed_at=now):
+        return presented + 1
+    state = live_row.values_list("refresh_generation", "refreshed_at").first()
+    if state is None:
+        raise errors.SessionEnded()
+    verdict = refresh_verdict(presented, state[0], state[1], now)
+    if verdict is RefreshVerdict.GRACE:
+        return int(state[0])
+    if verdict is not RefreshVerdict.REUSED:  # current but blacklisted, or never issued
+        raise errors.TokenNotValid()
+    detail = f"Refresh token of generation {presented} presented after generation {state[0]}."
+    suspend(
+        session,
+        EndReason.REFRESH_REUSED,
+        detail,
+        request,
+        event_kind=EventKind.REFRESH_REUSED,
+    )
+    refresh_token_reused.send(sender=UserSession, session=session, request=request)
+    raise errors.RefreshTokenReused()
 
 
 def confirm_authentication(session: UserSession) -> None:

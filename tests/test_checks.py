@@ -349,6 +349,11 @@ BAD_VALUES = {
     "LOCAL_CACHE_MAX_ENTRIES": 0,
     "LOCAL_CACHE_MAX_BYTES": -1,
     "LOCAL_CACHE_LEASE": 0,
+    "REFRESH_REUSE_GRACE": -1,
+    "REFRESH_GENERATION_CLAIM": "",
+    "EVENT_RETENTION": timedelta(0),
+    "NEW_DEVICE_RULE": "fingerprint",
+    "NOT_ME_LINK_MAX_AGE": "a week",
 }
 
 
@@ -378,6 +383,9 @@ ONE_PROBLEM = {
     "E014": {"NILVA_SESSION": {"JWT_AUTHENTICATION_CLASS": "builtins.dict"}},
     "E015": {"NILVA_SESSION": {"IDLE_TIMEOUT": timedelta(seconds=60)}},
     "E016": {"NILVA_SESSION": {"REDIS": "http://127.0.0.1:6379/0"}},
+    "E017": {"NILVA_SESSION": {"REFRESH_REUSE_GRACE": timedelta(seconds=-5)}},
+    "E018": {"NILVA_SESSION": {"NEW_DEVICE_RULE": "cookie"}},
+    "E019": {"NILVA_SESSION": {"NEW_DEVICE_EMAIL": True, "EVENT_HISTORY": False}},
     "W001": {"DEBUG": False, "CACHES": {"default": {"BACKEND": LOCMEM}}},
     "W004": {
         "NILVA_SESSION": {

@@ -195,6 +195,9 @@ def test_duration_lists_follow_the_validators():
         "LAST_ONLINE_UPDATE_INTERVAL",
         "REVOKED_RETENTION",
         "REAUTHENTICATION_MAX_AGE",
+        "REFRESH_REUSE_GRACE",
+        "EVENT_RETENTION",
+        "NOT_ME_LINK_MAX_AGE",
     )
     assert conf.OPTIONAL_DURATION_SETTINGS == ("IDLE_TIMEOUT", "ABSOLUTE_LIFETIME")
 

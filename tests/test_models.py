@@ -130,7 +130,12 @@ def test_audit_fields():
 
 def test_indexes():
     names = {index.name for index in UserSession._meta.indexes}
-    assert names == {"user_session_user_active", "user_session_expire_at", "user_session_ended_at"}
+    assert names == {
+        "user_session_user_active",
+        "user_session_expire_at",
+        "user_session_ended_at",
+        "user_session_user_device",
+    }
 
 
 @pytest.mark.django_db

@@ -423,13 +423,14 @@ def test_current_session_of_a_plain_request_is_none():
 # --------------------------------------------------------------------------------------------
 
 
-def test_revoke_queryset_is_one_select_and_one_update(user, open_session):
+def test_revoke_queryset_is_one_select_one_update_and_one_event_insert(user, open_session):
     for _ in range(3):
         open_session(user)
     with CaptureQueriesContext(connection) as queries:
         assert sessions.revoke(UserSession.objects.for_user(user)) == 3
     statements = [q["sql"].split(" ", 1)[0] for q in queries]
-    assert statements == ["SELECT", "UPDATE"]
+    assert statements == ["SELECT", "UPDATE", "INSERT"]
+    assert '"user_session_event"' in queries[2]["sql"]
     assert '"is_active"' in queries[1]["sql"].split(" WHERE ", 1)[1]
 
 
@@ -509,7 +510,8 @@ def test_revoke_updates_in_batches(user, open_session, monkeypatch):
         open_session(user)
     with CaptureQueriesContext(connection) as queries:
         assert sessions.revoke(UserSession.objects.for_user(user)) == 5
-    assert [q["sql"].split(" ", 1)[0] for q in queries] == ["SELECT"] + ["UPDATE"] * 3
+    statements = [q["sql"].split(" ", 1)[0] for q in queries]
+    assert statements == ["SELECT"] + ["UPDATE"] * 3 + ["INSERT"]
     assert not UserSession.objects.filter(is_active=True).exists()
 
 

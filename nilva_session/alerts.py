@@ -1,0 +1,186 @@
+"""New-device sign-in alerts: what a device is, whether a user used it before, the email.
+
+A *device* is what ``NEW_DEVICE_RULE`` names: the browser, OS and device family of the user
+agent (versions aside, so an update is not a new device), and with ``"user_agent_and_network"``
+also the client's network (the IPv4 /16 or IPv6 /32 around its address, roughly its provider
+and region). Each session stores the SHA-256 of its device (``device_digest``); a sign-in whose
+digest none of the user's kept sessions has is from a new device. A user's first session is
+not an alert: there is nothing to compare it with.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core import signing
+from django.core.mail import EmailMultiAlternatives
+from django.db.models import Count, Q
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone, translation
+from django.utils.module_loading import import_string
+
+from . import clients
+from .conf import session_settings
+from .models import SessionEvent, UserSession
+from .utils import hash_data
+
+logger = logging.getLogger("nilva_session.security")
+
+NETWORK_PREFIX = {4: 16, 6: 32}
+NOT_ME_SALT = "nilva_session.not_me"
+#: How many of a user's sessions from before device digests existed are compared one by one.
+LEGACY_ROWS_COMPARED = 50
+
+
+def device_digest(user_agent: str, ip: str | None) -> str:
+    """Return the digest of the device a client is on under ``NEW_DEVICE_RULE`` ("" when off)."""
+    rule = session_settings.NEW_DEVICE_RULE
+    if rule is None:
+        return ""
+    parsed = clients.describe_user_agent(user_agent)
+    parts = [parsed["browser"], parsed["os"], parsed["device_family"]]
+    if rule == "user_agent_and_network":
+        parts.append(network_of(ip))
+    return hash_data("\x1f".join(parts))
+
+
+def network_of(ip: str | None) -> str:
+    """Return the network of ``ip`` a device rule compares ("" for no address)."""
+    address = clients.parse_ip(ip) if ip else None
+    if address is None:
+        return ""
+    prefix = NETWORK_PREFIX[address.version]
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+def seen_before(user: Any, digest: str) -> bool | None:
+    """Return whether ``user`` has a kept session on this device; None if they have none at all.
+
+    One query; sessions stored before device digests existed are compared by their user agent
+    and IP (at most :data:`LEGACY_ROWS_COMPARED` of them, the most recent).
+    """
+    counts = UserSession.objects.for_user(user).aggregate(
+        total=Count("pk"),
+        same=Count("pk", filter=Q(device_digest=digest)),
+        legacy=Count("pk", filter=Q(device_digest="")),
+    )
+    if not counts["total"]:
+        return None
+    if counts["same"]:
+        return True
+    if not counts["legacy"]:
+        return False
+    legacy = UserSession.objects.for_user(user).filter(device_digest="").order_by("-created_at")
+    rows = legacy.values_list("user_agent", "last_ip")[:LEGACY_ROWS_COMPARED]
+    return any(device_digest(agent, ip) == digest for agent, ip in rows)
+
+
+def location_of(ip: str | None) -> str | None:
+    """Return a place name for ``ip`` from ``LOCATION_RESOLVER``, or None (never raises)."""
+    path = session_settings.LOCATION_RESOLVER
+    if not path or not ip:
+        return None
+    try:
+        resolver = import_string(path)
+        place = resolver(ip)
+    except Exception:  # a lookup must never break a sign-in
+        logger.warning("location lookup failed", exc_info=True)
+        return None
+    return str(place) if place else None
+
+
+def geoip_location(ip: str) -> str | None:
+    """The default ``LOCATION_RESOLVER``: "City, Country" from Django's ``GeoIP2``, or None.
+
+    Needs ``geoip2`` (``pip install "nilva-session[geoip]"``) and a MaxMind database under
+    ``settings.GEOIP_PATH``; without them it returns None. No database is bundled.
+    """
+    from django.conf import settings
+
+    if not getattr(settings, "GEOIP_PATH", None):
+        return None
+    try:
+        from django.contrib.gis.geoip2 import GeoIP2
+
+        city = GeoIP2().city(ip)
+    except Exception:  # no geoip2, no database, an address it does not know
+        return None
+    names = [city.get("city"), city.get("country_name")]
+    return ", ".join(name for name in names if name) or None
+
+
+def not_me_token(event: SessionEvent) -> str:
+    """Return the signed, timestamped value of the "this wasn't me" link of a new-device event."""
+    return signing.dumps({"e": event.pk, "u": str(event.user_id)}, salt=NOT_ME_SALT)
+
+
+def event_of_not_me_token(value: str) -> SessionEvent | None:
+    """Return the new-device event a link names, or None if the link is forged or too old."""
+    max_age = session_settings.NOT_ME_LINK_MAX_AGE
+    try:
+        claims = signing.loads(value, salt=NOT_ME_SALT, max_age=max_age)
+        event = SessionEvent.objects.get(pk=int(claims["e"]), kind="new_device")
+    except (signing.BadSignature, SessionEvent.DoesNotExist, KeyError, TypeError, ValueError):
+        return None
+    except OverflowError:
+        return None
+    if str(event.user_id) != str(claims.get("u")):
+        return None
+    return event
+
+
+def lock_password(user_id: Any) -> bool:
+    """With ``NOT_ME_SETS_UNUSABLE_PASSWORD``, make the user's password unusable; return True
+    if it was done (saving it ends their sessions too, as every password change does)."""
+    if not session_settings.NOT_ME_SETS_UNUSABLE_PASSWORD:
+        return False
+    user = get_user_model()._default_manager.filter(pk=user_id).first()
+    if user is None:
+        return False
+    user.set_unusable_password()
+    user.save(update_fields=["password"])
+    return True
+
+
+def email_new_device(session: UserSession, user: Any, event: SessionEvent, request: Any) -> bool:
+    """Send the new-device email (``NEW_DEVICE_EMAIL``); return True if one was sent.
+
+    In the request's language (the client the user just signed in on), else ``LANGUAGE_CODE``.
+    A failing email backend is logged and never fails the sign-in.
+    """
+    address = getattr(user, user.get_email_field_name(), "") if user is not None else ""
+    if not session_settings.NEW_DEVICE_EMAIL or not address or event.pk is None:
+        return False
+    path = reverse("nilva_session:not-me", args=[not_me_token(event)])
+    link = request.build_absolute_uri(path) if request is not None else path
+    language = getattr(request, "LANGUAGE_CODE", None) or translation.get_language()
+    with translation.override(language):
+        context = {
+            "user": user,
+            "when": timezone.localtime(event.created_at),
+            "device": clients.summarize_user_agent(session.user_agent, translate=True),
+            "ip": session.last_ip,
+            "location": location_of(session.last_ip),
+            "link": link,
+            "link_expires": _expiry_of(event.created_at),
+        }
+        subject = render_to_string("nilva_session/email/new_device_subject.txt", context)
+        text = render_to_string("nilva_session/email/new_device.txt", context)
+        html = render_to_string("nilva_session/email/new_device.html", context)
+    message = EmailMultiAlternatives(" ".join(subject.split()), text, to=[address])
+    message.attach_alternative(html, "text/html")
+    try:
+        message.send()
+    except Exception:
+        logger.exception("new-device email not sent: user=%s", event.user_id)
+        return False
+    return True
+
+
+def _expiry_of(created_at: datetime) -> datetime:
+    return timezone.localtime(created_at + session_settings.NOT_ME_LINK_MAX_AGE)
