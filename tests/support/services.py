@@ -150,11 +150,15 @@ def cache_settings(location: str, *, key_prefix: str = "", timeout: float | None
 
 
 def free_cluster_port() -> int:
-    """A free loopback port whose cluster bus port (port + 10000) is free as well."""
+    """A free loopback port whose cluster bus port (port + 10000) is free as well.
+
+    Both lie below Linux's ephemeral range (32768 and up): a port found free there could be
+    taken by any outgoing connection before redis-server binds it (CI saw that once).
+    """
     import random
 
     for _ in range(200):
-        port = random.randint(20000, 45000)
+        port = random.randint(20000, 22767)
         try:
             for candidate in (port, port + 10000):
                 with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -190,6 +194,7 @@ class RedisServer:
     def start(self) -> None:
         """Start on the same port; loads ``dump.rdb`` from ``workdir`` if one was saved."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
+        log = (self.workdir / "redis-server.log").open("ab")
         self.proc = subprocess.Popen(
             [
                 "redis-server",
@@ -213,10 +218,18 @@ class RedisServer:
                     else []
                 ),
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
-        wait_until(self.ping, 10, what=f"redis-server on port {self.port}")
+        log.close()  # the child holds its own copy
+        wait_until(self.ping_or_fail, 10, what=f"redis-server on port {self.port}")
+
+    def ping_or_fail(self) -> bool:
+        """``ping``, but fail at once (with its log) if the server has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            log = (self.workdir / "redis-server.log").read_text(errors="replace")[-2000:]
+            pytest.fail(f"redis-server on port {self.port} exited ({self.proc.returncode}): {log}")
+        return self.ping()
 
     def ping(self) -> bool:
         client = self.client(timeout=0.5)
