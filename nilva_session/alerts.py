@@ -151,13 +151,28 @@ def email_new_device(session: UserSession, user: Any, event: SessionEvent, reque
     """Send the new-device email (``NEW_DEVICE_EMAIL``); return True if one was sent.
 
     In the request's language (the client the user just signed in on), else ``LANGUAGE_CODE``.
-    A failing email backend is logged and never fails the sign-in.
+    Nothing failing here (the email backend, the request's host, a template) fails the sign-in:
+    the session is already open; the failure is logged and no email is sent.
     """
     address = getattr(user, user.get_email_field_name(), "") if user is not None else ""
     if not session_settings.NEW_DEVICE_EMAIL or not address or event.pk is None:
         return False
+    try:
+        message = _new_device_message(session, user, event, request, address)
+        message.send()
+    except Exception:
+        logger.exception("new-device email not sent: user=%s", event.user_id)
+        return False
+    return True
+
+
+def _new_device_message(
+    session: UserSession, user: Any, event: SessionEvent, request: Any, address: str
+) -> EmailMultiAlternatives:
     path = reverse("nilva_session:not-me", args=[not_me_token(event)])
-    link = request.build_absolute_uri(path) if request is not None else path
+    # build_absolute_uri() raises DisallowedHost for a Host not in ALLOWED_HOSTS.
+    build_absolute_uri = getattr(request, "build_absolute_uri", None)
+    link = build_absolute_uri(path) if build_absolute_uri is not None else path
     language = getattr(request, "LANGUAGE_CODE", None) or translation.get_language()
     with translation.override(language):
         context = {
@@ -174,12 +189,7 @@ def email_new_device(session: UserSession, user: Any, event: SessionEvent, reque
         html = render_to_string("nilva_session/email/new_device.html", context)
     message = EmailMultiAlternatives(" ".join(subject.split()), text, to=[address])
     message.attach_alternative(html, "text/html")
-    try:
-        message.send()
-    except Exception:
-        logger.exception("new-device email not sent: user=%s", event.user_id)
-        return False
-    return True
+    return message
 
 
 def _expiry_of(created_at: datetime) -> datetime:

@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Iterable
 from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.utils import timezone
@@ -82,12 +83,19 @@ def record(kind: EventKind | str, **fields: Any) -> SessionEvent:
     return emit([new(kind, **fields)])[0]
 
 
+def _utc_time(at: datetime) -> str:
+    """Return ``at`` in UTC as ISO 8601 ending in ``Z`` (a naive time is in ``TIME_ZONE``)."""
+    if timezone.is_naive(at):
+        at = timezone.make_aware(at)
+    return at.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z")
+
+
 def as_dict(event: SessionEvent) -> dict[str, Any]:
     """Return the exported form of an event: the :data:`FIELDS`, JSON-ready, plus ``v``."""
     return {
         "v": SCHEMA_VERSION,
         "id": event.pk,
-        "time": event.created_at.isoformat().replace("+00:00", "Z"),
+        "time": _utc_time(event.created_at),
         "kind": event.kind,
         "user_id": event.user_id,
         "session_id": str(event.session_id) if event.session_id else None,

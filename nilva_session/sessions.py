@@ -470,22 +470,32 @@ def _claim_activity(entry_key: str, marker: Any, ip: str | None, *, pending: boo
 def _end(
     sessions: UserSessionQuerySet, reason: str, detail: str | None, event_kind: EventKind
 ) -> list[tuple[Any, Any]]:
-    """End the active sessions of a queryset; return ``(id, user_id)`` of each one ended."""
+    """End the active sessions of a queryset; return ``(id, user_id)`` of each one ended.
+
+    The rows are locked (``SELECT … FOR UPDATE``, in id order so that two revokes never wait
+    on each other): of concurrent revokes of one session, exactly one ends it and reports it
+    (events, signal); the others find it ended.
+    """
     columns = ("id", "key", "user_id", "last_ip", "user_agent")
-    rows = list(sessions.filter(is_active=True).values_list(*columns))
-    if not rows:
-        return []
-    cache.bar_sessions((session_id, digest) for session_id, digest, *_ in rows)
-    now = timezone.now()
     given = detail
     if detail is None:
         with translation.override(None):  # stored data: the English label, whatever the request
             detail = str(EndReason(reason).label) if reason in EndReason.values else reason
-    for start in range(0, len(rows), REVOKE_BATCH_SIZE):
-        ids = [row[0] for row in rows[start : start + REVOKE_BATCH_SIZE]]
-        UserSession.objects.filter(pk__in=ids, is_active=True).update(
-            is_active=False, ended_at=now, end_reason=reason, detail=detail
-        )
+    with transaction.atomic():
+        # Over a subquery: the caller's queryset may be one FOR UPDATE refuses (DISTINCT).
+        chosen = UserSession.objects.filter(pk__in=sessions.values("pk"), is_active=True)
+        active = chosen.order_by("pk").select_for_update()
+        rows = list(active.values_list(*columns))
+        if not rows:
+            return []
+        cache.bar_sessions((session_id, digest) for session_id, digest, *_ in rows)
+        now = timezone.now()
+        for start in range(0, len(rows), REVOKE_BATCH_SIZE):
+            ids = [row[0] for row in rows[start : start + REVOKE_BATCH_SIZE]]
+            UserSession.objects.filter(pk__in=ids, is_active=True).update(
+                is_active=False, ended_at=now, end_reason=reason, detail=detail
+            )
+    # After the commit (in autocommit): receivers and logs never hear of an end rolled back.
     data = {"detail": given} if given else {}
     events.emit(
         events.new(

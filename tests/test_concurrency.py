@@ -423,3 +423,153 @@ def test_the_username_budget_holds_under_40_simultaneous_attempts(redis_cache, s
         outcomes.update(allowed)
         assert allowed.count(True) == LOGIN_BUDGET, allowed.count(True)
     print(f"\n40 simultaneous attempts x 3 rounds, budget 10: {dict(outcomes)}")
+
+
+# --------------------------------------------------------------------------------------------
+# stolen-token defence: concurrent refreshes, rotations and "this wasn't me" links
+# --------------------------------------------------------------------------------------------
+
+RACERS = 8
+ROUNDS = 15
+REFRESH_URL = "/api/sessions/token/refresh/"
+ROTATE_URL = "/api/sessions/rotate/"
+
+
+def all_at_once(count: int, send: Callable[[], Any]) -> list[Any]:
+    """Run ``send`` in ``count`` threads (own DB connections) released together."""
+    start = threading.Barrier(count, timeout=20)
+
+    def one() -> Any:
+        connection.ensure_connection()  # connect before the start, not in the race
+        start.wait()
+        return send()
+
+    return join_all(*[in_thread(one) for _ in range(count)])
+
+
+def jwt_pair(user: Any) -> tuple[UserSession, str]:
+    from nilva_session.jwt import refresh_token_for_session
+
+    session, _token = sessions.open_session(user, FakeRequest(ip=IP))
+    return session, str(refresh_token_for_session(session, user))
+
+
+def post(url: str, body: dict[str, Any] | None = None, token: str | None = None) -> tuple[int, Any]:
+    from rest_framework.test import APIClient
+
+    from .conftest import DESKTOP_UA
+
+    client = APIClient(HTTP_USER_AGENT=DESKTOP_UA, REMOTE_ADDR=IP)
+    if token is not None:
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    response = client.post(url, body or {}, format="json")
+    data = response.json() if response.content else {}
+    return response.status_code, data
+
+
+@pytest.fixture
+def rotating_jwt(monkeypatch):
+    from .test_jwt import simple_jwt
+
+    apply = simple_jwt.__wrapped__(monkeypatch)  # the generator fixture, driven by hand
+    next(apply)(ROTATE_REFRESH_TOKENS=True)
+    yield
+    next(apply, None)
+
+
+def test_concurrent_refreshes_with_one_token_advance_it_once_and_all_succeed(
+    redis_cache, user, rotating_jwt
+):
+    """8 tabs refresh with one token at once, 15 times: every one gets a token, generation 1."""
+    for _ in range(ROUNDS):
+        session, refresh = jwt_pair(user)
+        replies = all_at_once(
+            RACERS, lambda refresh=refresh: post(REFRESH_URL, {"refresh": refresh})
+        )
+        assert [status for status, _ in replies] == [200] * RACERS, replies
+        row = UserSession.objects.get(pk=session.pk)
+        assert (row.is_active, row.refresh_generation) == (True, 1)
+        from .test_jwt import claims
+
+        assert {claims(body["refresh"])["refresh_gen"] for _, body in replies} == {1}
+
+
+def test_concurrent_refreshes_without_a_grace_let_exactly_one_through(
+    redis_cache, user, rotating_jwt, settings
+):
+    """With no grace, of 8 simultaneous refreshes exactly one succeeds, and the reuse ends it."""
+    from nilva_session.models import EventKind, SessionEvent
+
+    settings.NILVA_SESSION = {**settings.NILVA_SESSION, "REFRESH_REUSE_GRACE": 0}
+    for _ in range(ROUNDS):
+        session, refresh = jwt_pair(user)
+        replies = all_at_once(
+            RACERS, lambda refresh=refresh: post(REFRESH_URL, {"refresh": refresh})
+        )
+        statuses = Counter(status for status, _ in replies)
+        assert statuses == {200: 1, 401: RACERS - 1}, replies
+        codes = {body["code"] for status, body in replies if status == 401}
+        assert codes <= {"refresh_reused", "session_ended"}
+        assert "refresh_reused" in codes
+        row = UserSession.objects.get(pk=session.pk)
+        assert (row.is_active, row.end_reason) == (False, "refresh_reused")
+        reuses = SessionEvent.objects.filter(session_id=session.pk, kind=EventKind.REFRESH_REUSED)
+        assert reuses.count() == 1
+
+
+def test_concurrent_rotations_of_one_opaque_token_let_exactly_one_through(redis_cache, user):
+    for _ in range(ROUNDS):
+        session, token = sessions.open_session(user, FakeRequest(ip=IP))
+        replies = all_at_once(RACERS, lambda token=token: post(ROTATE_URL, token=token))
+        winners = [body for status, body in replies if status == 200]
+        assert len(winners) == 1, replies
+        assert {body["code"] for status, body in replies if status != 200} == {"invalid_token"}
+        row = UserSession.objects.get(pk=session.pk)
+        assert row.is_active
+        assert row.key == sessions.hash_data(winners[0]["token"])
+        assert attempt(token, session, by_id=False) == "invalid_token"
+        assert attempt(winners[0]["token"], session, by_id=False) == "ok"
+
+
+def test_concurrent_posts_of_one_not_me_link_act_once(redis_cache, user, settings):
+    from django.test import Client
+
+    from nilva_session import alerts
+    from nilva_session.models import EventKind, SessionEvent
+
+    from .conftest import FIREFOX_UA
+
+    sessions.open_session(user, FakeRequest(ip=IP))
+    sessions.open_session(user, FakeRequest(user_agent=FIREFOX_UA, ip="198.51.100.9"))
+    event = SessionEvent.objects.get(kind=EventKind.NEW_DEVICE)
+    url = f"/api/sessions/not-me/{alerts.not_me_token(event)}/"
+
+    statuses = all_at_once(RACERS, lambda: Client().post(url).status_code)
+
+    assert Counter(statuses) == {200: 1, 410: RACERS - 1}
+    assert not UserSession.objects.filter(user=user, is_active=True).exists()
+    ended = SessionEvent.objects.filter(kind=EventKind.REVOKED, reason="reported")
+    assert ended.count() == 2
+
+
+def test_concurrent_revokes_of_one_session_end_and_report_it_once(redis_cache, user):
+    """Row locks: of 8 simultaneous revokes, one ends the session; one event, one signal."""
+    from nilva_session.models import SessionEvent
+    from nilva_session.signals import session_revoked
+
+    sent: list[Any] = []
+
+    def receiver(**kwargs: Any) -> None:
+        sent.append(kwargs["session_ids"])
+
+    session_revoked.connect(receiver, weak=False)
+    try:
+        for _ in range(ROUNDS):
+            session, _token = sessions.open_session(user, FakeRequest(ip=IP))
+            sent.clear()
+            counts = all_at_once(RACERS, lambda session=session: sessions.revoke([session]))
+            assert sorted(counts) == [0] * (RACERS - 1) + [1]
+            assert sent == [[session.pk]]
+            assert SessionEvent.objects.filter(session_id=session.pk, kind="revoked").count() == 1
+    finally:
+        session_revoked.disconnect(receiver)

@@ -86,9 +86,57 @@ def test_rotation_blacklists_the_old_refresh_token(jwt_login, simple_jwt):
     assert response.status_code == 200
     assert blacklisted(data["refresh"])
     assert not blacklisted(response.json()["refresh"])
-    body = refresh(new_client(), data["refresh"])
+
+
+def test_without_reuse_detection_a_blacklisted_token_is_simply_refused(jwt_login, simple_jwt):
+    simple_jwt(ROTATE_REFRESH_TOKENS=True, BLACKLIST_AFTER_ROTATION=True)
+    data, session = jwt_login
+    with nilva_settings(DETECT_REFRESH_REUSE=False):
+        assert refresh(new_client(), data["refresh"]).status_code == 200
+        body = refresh(new_client(), data["refresh"])
     assert body.status_code == 401
     assert "blacklisted" in body.json()["detail"]
+    session.refresh_from_db()
+    assert session.is_active
+
+
+def test_a_blacklisted_retired_token_within_the_grace_is_the_other_tab(jwt_login, simple_jwt):
+    simple_jwt(ROTATE_REFRESH_TOKENS=True, BLACKLIST_AFTER_ROTATION=True)
+    data, session = jwt_login
+    first = refresh(new_client(), data["refresh"])
+    second = refresh(new_client(), data["refresh"])  # blacklisted by the first, within 5 s
+    assert (first.status_code, second.status_code) == (200, 200), second.content
+    assert claims(second.json()["refresh"])["refresh_gen"] == 1
+    session.refresh_from_db()
+    assert session.is_active
+
+
+def test_a_blacklisted_retired_token_after_the_grace_ends_the_session(jwt_login, simple_jwt, clock):
+    simple_jwt(ROTATE_REFRESH_TOKENS=True, BLACKLIST_AFTER_ROTATION=True)
+    data, session = jwt_login
+    assert refresh(new_client(), data["refresh"]).status_code == 200
+    clock.advance(seconds=6)
+
+    body = refresh(new_client(), data["refresh"])
+
+    assert body.status_code == 401
+    assert body.json()["code"] == "refresh_reused"
+    session.refresh_from_db()
+    assert (session.is_active, session.end_reason) == (False, EndReason.REFRESH_REUSED)
+
+
+def test_a_current_token_blacklisted_by_hand_is_refused_and_ends_nothing(jwt_login, simple_jwt):
+    simple_jwt(ROTATE_REFRESH_TOKENS=True, BLACKLIST_AFTER_ROTATION=True)
+    data, session = jwt_login
+    RefreshToken(data["refresh"]).blacklist()  # as an administrator would
+
+    body = refresh(new_client(), data["refresh"])
+
+    assert body.status_code == 401
+    assert body.json()["code"] == "token_not_valid"
+    session.refresh_from_db()
+    assert session.is_active
+    assert session.refresh_generation == 0
 
 
 def test_rotation_keeps_the_session_and_the_new_token_works(jwt_login, simple_jwt):

@@ -54,7 +54,7 @@ pytestmark = SERVICES
 
 WORKERS = 4
 PASSWORD = "multi-process-password-1"
-USERS = ("mp_token", "mp_jwt", "mp_all", "mp_outage", "mp_idle")
+USERS = ("mp_token", "mp_jwt", "mp_all", "mp_outage", "mp_idle", "mp_rotate", "mp_stolen")
 WARM_REQUESTS = 200
 AFTER_REQUESTS = 400
 REFUSED = {401, 429}  # 429: a refused-token throttle may answer once many refusals came in
@@ -539,3 +539,104 @@ def test_the_login_budget_holds_across_workers(proxied_demo):
     print(f"\n40 simultaneous wrong logins, budget 10, {WORKERS} workers x 8 threads: {counts}")
     assert counts["/api/sessions/login/"] == {400: 10, 429: 30}, counts
     assert counts["/api/sessions/token/"] == {401: 10, 429: 30}, counts
+
+
+# --------------------------------------------------------------------------------------------
+# stolen-token defence across workers: refresh reuse, token rotation
+# --------------------------------------------------------------------------------------------
+
+REUSE_GRACE_SECONDS = 1
+REFRESH_PATH = "/api/sessions/token/refresh/"
+
+
+@pytest.fixture
+def rotating_demo(demo_env, tmp_path):
+    """gunicorn, 4 workers, with simplejwt's rotation on and a 1 s reuse grace.
+
+    The retired credentials these tests send hundreds of times would otherwise trip the
+    unknown-token throttle of 127.0.0.1, which every test here shares.
+    """
+    options = {
+        "REFRESH_REUSE_GRACE": REUSE_GRACE_SECONDS,
+        "LOGIN_THROTTLE_RATE": None,
+        "INVALID_TOKEN_THROTTLE_RATE": None,
+    }
+    env = {
+        **demo_env,
+        "DEMO_SIMPLE_JWT": json.dumps({"ROTATE_REFRESH_TOKENS": True}),
+        "DEMO_NILVA_SESSION": json.dumps(options),
+    }
+    server = Gunicorn(env, tmp_path, WORKERS)
+    try:
+        server.start()
+        yield Demo(server)
+    finally:
+        server.stop()
+
+
+def refresh_reply(demo: Demo, refresh: str, tag: str = "r", index: int = 0) -> Reply:
+    return call(demo.port, "POST", f"{REFRESH_PATH}?t={tag}&i={index}", body={"refresh": refresh})
+
+
+def test_tabs_refreshing_at_once_on_different_workers_all_succeed(rotating_demo):
+    """12 refreshes with one token at once, spread over the workers: all 200, one rotation."""
+    demo = rotating_demo
+    _credential, _session_id, refresh = jwt_login(demo, "mp_rotate")
+    counter = iter(range(100))
+    replies = _simultaneously(12, lambda: refresh_reply(demo, refresh, "tabs", next(counter)))
+    assert [r.status for r in replies] == [200] * 12, statuses(replies)
+    workers = {pid for pid, _status, _query in demo.server.tagged("tabs", 12)}
+    generations = {
+        json.loads(_b64(r.body["refresh"].split(".")[1]))["refresh_gen"] for r in replies
+    }
+    print(f"\n12 simultaneous refreshes over {len(workers)} workers: generations {generations}")
+    assert generations == {1}
+    assert len(workers) > 1, "the refreshes did not spread over the workers"
+
+
+def _b64(part: str) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def test_a_replayed_refresh_token_ends_the_session_on_every_worker(rotating_demo):
+    """The client rotates; past the grace a thief replays the old token: the session ends, and
+    its access token and rotated refresh token are refused by every worker."""
+    demo = rotating_demo
+    access, session_id, stolen = jwt_login(demo, "mp_stolen")
+    warm(demo, [access], {access.name: session_id}, "stolen-warm")
+    rotated = refresh_reply(demo, stolen)
+    assert rotated.status == 200, rotated.body
+    time.sleep(REUSE_GRACE_SECONDS + 0.3)
+
+    replay = refresh_reply(demo, stolen)
+
+    assert (replay.status, replay.body.get("code")) == (401, "refresh_reused"), replay.body
+    after = burst(demo.port, [access], WARM_REQUESTS, "stolen-after")
+    by_worker = demo.server.workers_for("stolen-after", WARM_REQUESTS)
+    assert {r.status for r in after} == {401}, statuses(after)
+    assert {r.body.get("code") for r in after} == {"session_ended"}
+    assert len(by_worker) == WORKERS, by_worker
+    legit = refresh_reply(demo, rotated.body["refresh"])
+    assert (legit.status, legit.body.get("code")) == (401, "session_ended")
+
+
+def test_a_rotated_opaque_token_is_refused_by_every_worker(rotating_demo):
+    """Warm a token on all 4 workers, rotate it through one: the old token is refused by every
+    worker from the next request on, the new one served by every worker."""
+    demo = rotating_demo
+    credential, session_id = token_login(demo, "mp_rotate")
+    warm(demo, [credential], {credential.name: session_id}, "rotate-warm")
+
+    reply = call(
+        demo.port, "POST", "/api/sessions/rotate/", headers={"Authorization": credential.header}
+    )
+
+    assert reply.status == 200, reply.body
+    old = burst(demo.port, [credential], WARM_REQUESTS, "rotate-old")
+    assert {r.status for r in old} == {401}, statuses(old)
+    assert {r.body.get("code") for r in old} == {"invalid_token"}
+    assert len(demo.server.workers_for("rotate-old", WARM_REQUESTS)) == WORKERS
+    new = Credential("rotated", f"Token {reply.body['token']}")
+    warm(demo, [new], {new.name: session_id}, "rotate-new")

@@ -310,7 +310,42 @@ def translatable_strings() -> tuple[set[tuple[str | None, str, str | None]], lis
             msgid, plural, context = values
             if msgid is not None:
                 found.add((context, msgid, plural))
+    found |= template_strings()
     return found, problems
+
+
+def template_strings() -> set[tuple[str | None, str, str | None]]:
+    """Return the ``(context, msgid, plural)`` of every ``{% translate %}`` and
+    ``{% blocktranslate %}`` in the package's templates, as ``makemessages`` reads them
+    (through Django's ``templatize``, which writes them as gettext calls)."""
+    from django.utils.translation.template import templatize
+
+    found: set[tuple[str | None, str, str | None]] = set()
+    call = re.compile(r"\b(n?p?gettext)\(")
+    for source in sorted((PACKAGE / "templates").rglob("*")):
+        if not source.is_file():
+            continue
+        text = templatize(source.read_text(encoding="utf-8"), origin=str(source))
+        for match in call.finditer(text):
+            name, start = match.group(1), match.start()
+            end = text.find(")", match.end())
+            while end != -1:  # the first ")" that closes a parsable call
+                try:
+                    node = ast.parse(text[start : end + 1], mode="eval").body
+                    break
+                except SyntaxError:
+                    end = text.find(")", end + 1)
+            assert isinstance(node, ast.Call), source
+            strings = [a.value for a in node.args if isinstance(a, ast.Constant)]
+            msgid_at, plural_at, context_at = GETTEXT_FUNCTIONS[name]
+            found.add(
+                (
+                    strings[context_at] if context_at is not None else None,
+                    strings[msgid_at],
+                    strings[plural_at] if plural_at is not None else None,
+                )
+            )
+    return found
 
 
 def test_the_msgids_shared_with_drf_are_the_listed_ones():

@@ -107,6 +107,8 @@ REST_FRAMEWORK = {
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=5),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=1),
+    # Tests run the demo with other options, e.g. DEMO_SIMPLE_JWT='{"ROTATE_REFRESH_TOKENS": true}'.
+    **json.loads(os.environ.get("DEMO_SIMPLE_JWT") or "{}"),
 }
 
 NILVA_SESSION = {

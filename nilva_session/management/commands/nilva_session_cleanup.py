@@ -1,4 +1,5 @@
-"""Delete expired sessions and ended ones older than the retention period, in batches."""
+"""Delete expired sessions and ended ones older than the retention period, in batches; and
+security events older than ``EVENT_RETENTION``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 from nilva_session import sessions
 from nilva_session.conf import session_settings
-from nilva_session.models import UserSession, UserSessionQuerySet
+from nilva_session.models import SessionEvent, UserSession, UserSessionQuerySet
 
 
 def stale_sessions(now: Any, retention: timedelta) -> UserSessionQuerySet:
@@ -29,7 +30,8 @@ def stale_sessions(now: Any, retention: timedelta) -> UserSessionQuerySet:
 class Command(BaseCommand):
     help = (
         "Delete expired sessions, and ended sessions older than the retention period "
-        "(NILVA_SESSION['REVOKED_RETENTION'] unless --retention-days is given), in batches."
+        "(NILVA_SESSION['REVOKED_RETENTION'] unless --retention-days is given), in batches; "
+        "and security events older than EVENT_RETENTION."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -69,3 +71,13 @@ class Command(BaseCommand):
             f"Deleted {total} sessions in {batches} batches "
             f"(longest batch {longest * 1000:.1f} ms)."
         )
+        old_events = SessionEvent.objects.filter(
+            created_at__lt=timezone.now() - session_settings.EVENT_RETENTION
+        )
+        removed = 0
+        while True:
+            event_ids = list(old_events.values_list("pk", flat=True)[:batch_size])
+            if not event_ids:
+                break
+            removed += SessionEvent.objects.filter(pk__in=event_ids).delete()[0]
+        self.stdout.write(f"Deleted {removed} security events older than EVENT_RETENTION.")
