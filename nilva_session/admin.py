@@ -1,4 +1,5 @@
-"""Admin for ``UserSession``: read-only, with one action that ends sessions through ``revoke``."""
+"""Admin: ``UserSession`` read-only, with one action that ends sessions through ``revoke``;
+``SessionEvent`` read-only."""
 
 from __future__ import annotations
 
@@ -13,12 +14,26 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import clients, sessions
-from .models import EndReason, UserSession
+from .models import EndReason, SessionEvent, UserSession
 
 if TYPE_CHECKING:
     _UserSessionAdminBase = admin.ModelAdmin[UserSession]
 else:  # ModelAdmin is generic in django-stubs only: not subscriptable at runtime
     _UserSessionAdminBase = admin.ModelAdmin
+
+
+class ReadOnly:
+    """Nothing is added, changed or deleted through the admin: ends go through ``revoke``,
+    and an audit trail is not edited."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 class ExpiredFilter(admin.SimpleListFilter):
@@ -39,7 +54,7 @@ class ExpiredFilter(admin.SimpleListFilter):
 
 
 @admin.register(UserSession)
-class UserSessionAdmin(_UserSessionAdminBase):
+class UserSessionAdmin(ReadOnly, _UserSessionAdminBase):
     list_display = (
         "id",
         "user",
@@ -86,15 +101,6 @@ class UserSessionAdmin(_UserSessionAdminBase):
         # Eight hex digits identify a row when talking about it; they reveal nothing usable.
         return f"{session.key[:8]}…" if session.key else ""
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     def has_end_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("nilva_session.change_usersession")
 
@@ -106,3 +112,46 @@ class UserSessionAdmin(_UserSessionAdminBase):
             ngettext("Ended %d session.", "Ended %d sessions.", ended) % ended,
             messages.SUCCESS,
         )
+
+
+if TYPE_CHECKING:
+    _SessionEventAdminBase = admin.ModelAdmin[SessionEvent]
+else:
+    _SessionEventAdminBase = admin.ModelAdmin
+
+
+@admin.register(SessionEvent)
+class SessionEventAdmin(ReadOnly, _SessionEventAdminBase):
+    """The security event history: read-only, as an audit trail must be."""
+
+    list_display = ("created_at", "kind", "user", "session_id", "ip", "client", "why")
+    list_filter = ("kind", "reason")
+    list_select_related = ("user",)
+    date_hierarchy = "created_at"
+    ordering = ("-created_at", "-id")
+    readonly_fields = (
+        "created_at",
+        "kind",
+        "user",
+        "session_id",
+        "ip",
+        "user_agent",
+        "client",
+        "reason",
+        "data",
+        "handled_at",
+    )
+
+    def get_search_fields(self, request: HttpRequest) -> list[str]:
+        return [f"user__{get_user_model().USERNAME_FIELD}", "ip", "=session_id"]
+
+    @admin.display(description=_("client"))
+    def client(self, event: SessionEvent) -> str:
+        return clients.summarize_user_agent(event.user_agent, translate=True)
+
+    @admin.display(description=_("reason"), ordering="reason")
+    def why(self, event: SessionEvent) -> str:
+        """The end reason's label (translated) for an end, the stored value otherwise."""
+        if event.reason in EndReason.values:
+            return str(EndReason(event.reason).label)
+        return event.reason

@@ -368,3 +368,52 @@ def test_staff_with_change_permission_gets_the_action(sessions_present):
 def test_staff_without_any_permission_is_refused(sessions_present):
     client = staff_client()
     assert client.get(CHANGELIST).status_code == 403
+
+
+# --------------------------------------------------------------------------------------------
+# SessionEvent: the security event history
+# --------------------------------------------------------------------------------------------
+
+EVENTS = reverse("admin:nilva_session_sessionevent_changelist")
+
+
+def test_event_changelist_lists_events_read_only(admin_client, sessions_present):
+    from nilva_session.models import SessionEvent
+
+    response = admin_client.get(EVENTS)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert SessionEvent.objects.filter(kind="login").count() == 3
+    assert "Signed in" in page
+    assert "Ended by an administrator" in page
+    assert reverse("admin:nilva_session_sessionevent_add") not in page
+    event = SessionEvent.objects.first()
+    detail = admin_client.get(reverse("admin:nilva_session_sessionevent_change", args=[event.pk]))
+    assert detail.status_code == 200
+    assert b'name="kind"' not in detail.content  # no form field: nothing can be changed
+    gone = reverse("admin:nilva_session_sessionevent_delete", args=[event.pk])
+    assert admin_client.post(gone, {"post": "yes"}).status_code == 403
+    assert SessionEvent.objects.filter(pk=event.pk).exists()
+
+
+def test_event_changelist_survives_a_deleted_user(admin_client, user, open_session):
+    from nilva_session.models import SessionEvent
+
+    open_session(user)
+    user_id = user.pk
+    user.delete()
+    assert SessionEvent.objects.filter(user_id=user_id).exists()
+    assert admin_client.get(EVENTS).status_code == 200
+
+
+@pytest.mark.parametrize("term", ["alice", "203.0.113.7", "not-a-uuid", "💥" * 50, "%00"])
+def test_event_search_never_fails(admin_client, sessions_present, term):
+    assert admin_client.get(EVENTS, {"q": term}).status_code == 200
+
+
+def test_event_search_by_session_id(admin_client, sessions_present):
+    from nilva_session.models import SessionEvent
+
+    event = SessionEvent.objects.filter(kind="login").first()
+    page = admin_client.get(EVENTS, {"q": str(event.session_id)}).content.decode()
+    assert "1 session event" in page
