@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.module_loading import import_string
+from django.utils.translation import gettext
 
 from . import clients
 from .conf import session_settings
@@ -78,6 +80,27 @@ def seen_before(user: Any, digest: str) -> bool | None:
     legacy = UserSession.objects.for_user(user).filter(device_digest="").order_by("-created_at")
     rows = legacy.values_list("user_agent", "last_ip")[:LEGACY_ROWS_COMPARED]
     return any(device_digest(agent, ip) == digest for agent, ip in rows)
+
+
+#: What a browser, OS or device name shown in an email may look like. ua-parser copies some
+#: names out of the User-Agent itself, which the client writes: a longer or odder name would let
+#: whoever signed in write a sentence into the user's email ("…verified, do not click").
+SHOWN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*(?: [A-Za-z0-9._+-]+){0,2}")
+SHOWN_NAME_LENGTH = 24
+
+
+def device_label(user_agent: str) -> str:
+    """Return "Firefox 121 on Windows (Other)" for an email or a page, in the active language;
+    a name that does not look like a product name reads "Other"."""
+    data = clients.describe_user_agent(user_agent)
+    major = data["browser_version"].split(".")[0]
+    names = {"browser": data["browser"], "os": data["os"], "device": data["device_family"]}
+    for key, name in names.items():
+        if len(name) > SHOWN_NAME_LENGTH or not SHOWN_NAME.fullmatch(name):
+            names[key] = "Other"
+    if names["browser"] != "Other" and major.isdigit():
+        names["browser"] = f"{names['browser']} {major}"
+    return gettext("%(browser)s on %(os)s (%(device)s)") % names
 
 
 def location_of(ip: str | None) -> str | None:
@@ -178,7 +201,7 @@ def _new_device_message(
         context = {
             "user": user,
             "when": timezone.localtime(event.created_at),
-            "device": clients.summarize_user_agent(session.user_agent, translate=True),
+            "device": device_label(session.user_agent),
             "ip": session.last_ip,
             "location": location_of(session.last_ip),
             "link": link,

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.contrib.auth import user_logged_out
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
+from django.db import connections
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -22,6 +23,7 @@ from .conf import session_settings
 from .jwt import simplejwt_settings
 from .models import EndReason, UserSession, UserSessionQuerySet
 from .parsers import replace_json_parser
+from .permissions import RecentlyAuthenticated
 from .serializers import (
     LoginSerializer,
     ReauthenticateSerializer,
@@ -57,6 +59,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # Django answers these (too many fields, a body too big) with its HTML 400 page.
         exc = _bad_request(exc)
     response = drf_exception_handler(exc, context)
+    keep_session_ends(exc)
     if response is None or not isinstance(exc, exceptions.APIException):
         return response
     data, codes = response.data, exc.get_codes()
@@ -70,6 +73,21 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     label = "" if field in ("", "non_field_errors") else f"{field}: "
     response.data = {"detail": f"{label}{message}", "code": code, "errors": data}
     return response
+
+
+def keep_session_ends(exc: Exception) -> None:
+    """Keep the session that refusing ``exc`` ended ended, under ``ATOMIC_REQUESTS`` too.
+
+    DRF's handler rolls the request's transaction back on every API error; a refusal that
+    ended a session (a suspension, idleness, a reused refresh token) would then leave it live.
+    Authentication runs before the view, so that transaction holds only the end. Call it from
+    your own ``EXCEPTION_HANDLER`` after DRF's (``nilva_session.checks`` W005 reminds you).
+    """
+    if not getattr(exc, "ends_session", False):
+        return
+    for connection in connections.all():
+        if connection.settings_dict.get("ATOMIC_REQUESTS") and connection.in_atomic_block:
+            connection.set_rollback(False)
 
 
 def _bad_request(exc: SuspiciousOperation) -> errors.SessionError:
@@ -253,11 +271,14 @@ class ReauthenticateApi(SessionAPIView):
 class RotateTokenApi(SessionAPIView):
     """``POST``: a new opaque token for the current session; the old one is refused from now.
 
-    200 ``{token, session_id, expire_at}`` (as ``login/``). A request made with a JWT gets 400
-    ``rotation_not_supported``: JWT clients rotate at ``token/refresh/``.
+    200 ``{token, session_id, expire_at}`` (as ``login/``). Only within
+    ``REAUTHENTICATION_MAX_AGE`` of a password proof (login or ``reauthenticate/``): else 403
+    ``reauthentication_required``, so a stolen token cannot rotate the real client out. A
+    request made with a JWT gets 400 ``rotation_not_supported`` (JWT clients rotate at
+    ``token/refresh/``).
     """
 
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticated, RecentlyAuthenticated]
 
     def post(self, request: Request) -> Response:
         session = _require_session(request)

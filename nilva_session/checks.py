@@ -102,6 +102,13 @@ CHECKS: dict[str, tuple[str, str | None]] = {
         "trusted longer than that could outlive the revoke. Lower LOCAL_CACHE_LEASE or raise "
         "OPTIONS['socket_timeout'].",
     ),
+    "W005": (
+        "ATOMIC_REQUESTS is on and DRF's EXCEPTION_HANDLER is not nilva-session's",
+        "A session ended while refusing a request (a user-agent or IP suspension, idleness, a "
+        "reused refresh token) is rolled back with the request by DRF's handler and stays "
+        "live. Set REST_FRAMEWORK['EXCEPTION_HANDLER'] = 'nilva_session.apis.exception_handler',"
+        " or call nilva_session.apis.keep_session_ends(exc) in yours (then silence W005).",
+    ),
     "W003": (
         "token/refresh/ applies the rules of another JWT class than DRF authenticates with",
         "Set NILVA_SESSION['JWT_AUTHENTICATION_CLASS'] to the class DRF uses.",
@@ -229,6 +236,17 @@ def check_jwt_authentication_class(app_configs: Any = None, **kwargs: Any) -> li
         for c in classes
         if isinstance(c, type) and issubclass(c, Ours) and c is not named
     ]
+
+
+@register(Tags.database)
+def check_atomic_requests(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from rest_framework.settings import api_settings
+
+    from .apis import exception_handler
+
+    atomic = [alias for alias, db in settings.DATABASES.items() if db.get("ATOMIC_REQUESTS")]
+    ours = api_settings.EXCEPTION_HANDLER is exception_handler
+    return _reported_if(atomic and not ours, "W005", f"DATABASES {atomic!r}")
 
 
 # The per-concern names callers use (tests/test_security.py), over the functions above.

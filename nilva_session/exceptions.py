@@ -41,6 +41,9 @@ class SessionRefused(SessionError, exceptions.AuthenticationFailed):
     # when rest_framework is listed first) says "invalid token header".
     default_detail = pgettext_lazy("nilva_session", "Invalid token.")
     default_code = "invalid_token"
+    #: True when refusing ended the session (a suspension, idleness, a reused refresh token):
+    #: that end must survive the request's rollback (``apis.keep_session_ends``).
+    ends_session = False
 
 
 class InvalidHeader(SessionRefused):
@@ -75,6 +78,8 @@ class SessionExpired(SessionRefused):
 
 
 class SessionIdle(SessionRefused):
+    ends_session = True  # see SessionRefused.ends_session
+
     default_detail = _("This session was idle for too long. Please sign in again.")
     default_code = "session_idle"
 
@@ -85,6 +90,8 @@ class UserInactive(SessionRefused):
 
 
 class SessionSuspended(SessionRefused):
+    ends_session = True  # see SessionRefused.ends_session
+
     default_detail = _(
         "This session was suspended because the client changed. Please sign in again."
     )
@@ -99,6 +106,8 @@ class ClientAddressChanged(SessionSuspended):
 
 class RefreshTokenReused(SessionRefused):
     """A retired refresh token came back: someone else holds a copy, so the session ended."""
+
+    ends_session = True  # see SessionRefused.ends_session
 
     default_detail = _(
         "This refresh token was already used. The session has been ended; please sign in again."

@@ -525,14 +525,19 @@ class RotateTokenSchema(_ViewSchema):
                 "Issues a new token for the session that makes the request and retires the"
                 " one it was made with: from the next request on, on every worker, the old"
                 " token is refused (`invalid_token`). The session, its history and expiry"
-                " stay. The new token is shown once."
+                " stay. The new token is shown once. Only within `REAUTHENTICATION_MAX_AGE` of"
+                " the session's last password proof (its login or `reauthenticate/`)."
             ),
             request=None,
             responses={
                 200: SessionTokenSerializer,
                 400: error("`rotation_not_supported`: the request was made with a JWT."),
                 **AUTHENTICATED_ERRORS,
-                403: NO_SESSION,
+                403: error(
+                    "`reauthentication_required`: the password was last proved longer ago than"
+                    " `REAUTHENTICATION_MAX_AGE` (confirm it at `reauthenticate/`), or"
+                    " `no_session`."
+                ),
             },
         )
     }

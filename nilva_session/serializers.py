@@ -16,6 +16,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from . import sessions
 from .authentication import UserSessionDBJwtAuthentication
 from .conf import session_settings
+from .exceptions import SessionRefused
 from .jwt import (
     PresentedRefreshToken,
     access_token_for_session,
@@ -192,13 +193,24 @@ def _verified_refresh(raw: str, token_class: type[RefreshToken] = RefreshToken) 
         raise InvalidToken(error.args[0]) from None
 
 
+def _retired(refresh: RefreshToken, generation: int) -> bool:
+    """Return True if ``refresh`` names a live session whose generation is past ``generation``
+    (a token rotation retired, which the reuse rule judges); False for anything else."""
+    try:
+        session_id = sessions.parse_session_id(refresh.get(session_settings.SESSION_ID_CLAIM))
+    except SessionRefused:
+        return False
+    state = sessions.refresh_state(session_id)
+    return state is not None and generation < state[0]
+
+
 class TokenSessionRefreshSerializer(serializers.Serializer[Any]):
     """simplejwt refresh that refuses tokens of ended, expired, suspended or missing sessions.
 
     Honours ``ROTATE_REFRESH_TOKENS`` and ``BLACKLIST_AFTER_ROTATION``; rotation keeps the
-    session. With rotation and ``DETECT_REFRESH_REUSE``, each refresh token carries a
-    generation: the next token gets the next one, and a retired token presented again ends the
-    session (``sessions.advance_refresh``). Returns ``access`` (and ``refresh`` when rotating).
+    session. Each refresh token carries a generation: a rotation gives the next token the next
+    one, and with ``DETECT_REFRESH_REUSE`` a retired token presented again ends the session
+    (``sessions.advance_refresh``). Returns ``access`` (and ``refresh`` when rotating).
     """
 
     refresh = serializers.CharField(max_length=4096)
@@ -206,17 +218,19 @@ class TokenSessionRefreshSerializer(serializers.Serializer[Any]):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         jwt_settings = simplejwt_settings()
-        detect = jwt_settings.ROTATE_REFRESH_TOKENS and session_settings.DETECT_REFRESH_REUSE
+        rotate = jwt_settings.ROTATE_REFRESH_TOKENS
+        detect = session_settings.DETECT_REFRESH_REUSE
         refresh = _verified_refresh(attrs["refresh"], PresentedRefreshToken)
+        generation = generation_of(refresh)
         blacklisted = cast(PresentedRefreshToken, refresh).is_blacklisted()
-        if blacklisted and not detect:
+        if blacklisted and not (detect and _retired(refresh, generation)):
+            # Refused before the session is touched: a blacklisted token records no activity.
             raise InvalidToken(str(_("Token is blacklisted")))
         request = self.context.get("request")
         _user, session = jwt_authentication().authenticate_session(refresh, request)
-        generation = generation_of(refresh)
         if detect:
             generation = sessions.advance_refresh(
-                session, generation, request, blacklisted=blacklisted
+                session, generation, request, blacklisted=blacklisted, rotate=rotate
             )
         data = {"access": str(access_token_for_session(refresh, session))}
         if jwt_settings.ROTATE_REFRESH_TOKENS:

@@ -598,51 +598,68 @@ def refresh_verdict(
     """Return the verdict on a refresh token of generation ``presented`` (pure).
 
     ``generation`` and ``refreshed_at`` are the session's: its current generation and when it
-    was last advanced.
+    was last advanced; ``now`` is when the token was presented. A concurrent refresh may have
+    advanced the session after ``now``: that age counts as zero, not as a negative one.
     """
     if presented == generation:
         return RefreshVerdict.CURRENT
     if presented > generation:
         return RefreshVerdict.UNKNOWN
-    grace = session_settings.REFRESH_REUSE_GRACE
-    if presented == generation - 1 and refreshed_at is not None and now - refreshed_at < grace:
-        return RefreshVerdict.GRACE
+    if presented == generation - 1 and refreshed_at is not None:
+        age = max(now - refreshed_at, timedelta(0))
+        if age < session_settings.REFRESH_REUSE_GRACE:
+            return RefreshVerdict.GRACE
     return RefreshVerdict.REUSED
 
 
-def advance_refresh(
-    session: UserSession, presented: int, request: Any = None, *, blacklisted: bool = False
-) -> int:
-    """Retire the refresh token of generation ``presented``; return the next one's generation.
+def refresh_state(session_id: Any) -> tuple[int, datetime | None] | None:
+    """Return ``(refresh_generation, refreshed_at)`` of a live session, or None."""
+    row = UserSession.objects.filter(pk=session_id, is_active=True)
+    state = row.values_list("refresh_generation", "refreshed_at").first()
+    return (int(state[0]), state[1]) if state is not None else None
 
-    One conditional UPDATE (``WHERE refresh_generation = presented``), so of concurrent
-    refreshes with one token exactly one advances it; the others find the generation it left
-    and are judged by :func:`refresh_verdict`. A reused token ends the session (reason
-    ``refresh_reused``, ``refresh_token_reused`` sent) and raises :class:`RefreshTokenReused`.
-    ``blacklisted``: simplejwt's blacklist holds the token, so it may not advance.
+
+def advance_refresh(
+    session: UserSession,
+    presented: int,
+    request: Any = None,
+    *,
+    blacklisted: bool = False,
+    rotate: bool = True,
+) -> int:
+    """Judge the refresh token of generation ``presented``; return the generation the answer's
+    refresh token carries, or raise.
+
+    With ``rotate`` (simplejwt's ``ROTATE_REFRESH_TOKENS``), one conditional UPDATE (``WHERE
+    refresh_generation = presented``) retires it: of concurrent refreshes with one token exactly
+    one advances it; the others find the generation it left and are judged by
+    :func:`refresh_verdict`. Without ``rotate`` nothing advances, but a token retired while
+    rotation was on is still retired. A reused token ends the session (reason
+    ``refresh_reused``; ``refresh_token_reused`` sent by the request that ended it) and raises
+    :class:`RefreshTokenReused`. ``blacklisted``: simplejwt's blacklist holds the token, so it
+    may not advance.
     """
     now = timezone.now()
     live_row = UserSession.objects.filter(pk=session.pk, is_active=True)
-    advanced = live_row.filter(refresh_generation=presented)
-    if not blacklisted and advanced.update(refresh_generation=presented + 1, refreshed_at=now):
-        return presented + 1
-    state = live_row.values_list("refresh_generation", "refreshed_at").first()
+    if rotate and not blacklisted:
+        advanced = live_row.filter(refresh_generation=presented)
+        if advanced.update(refresh_generation=presented + 1, refreshed_at=now):
+            return presented + 1
+    state = refresh_state(session.pk)
     if state is None:
         raise errors.SessionEnded()
     verdict = refresh_verdict(presented, state[0], state[1], now)
     if verdict is RefreshVerdict.GRACE:
-        return int(state[0])
+        return state[0]
+    if verdict is RefreshVerdict.CURRENT and not rotate and not blacklisted:
+        return presented
     if verdict is not RefreshVerdict.REUSED:  # current but blacklisted, or never issued
         raise errors.TokenNotValid()
     detail = f"Refresh token of generation {presented} presented after generation {state[0]}."
-    suspend(
-        session,
-        EndReason.REFRESH_REUSED,
-        detail,
-        request,
-        event_kind=EventKind.REFRESH_REUSED,
-    )
-    refresh_token_reused.send(sender=UserSession, session=session, request=request)
+    if suspend(
+        session, EndReason.REFRESH_REUSED, detail, request, event_kind=EventKind.REFRESH_REUSED
+    ):
+        refresh_token_reused.send(sender=UserSession, session=session, request=request)
     raise errors.RefreshTokenReused()
 
 

@@ -18,5 +18,6 @@ urlpatterns = [
     path("token/", apis.TokenSessionObtainPairApi.as_view(), name="token-obtain"),
     path("token/refresh/", apis.TokenSessionRefreshApi.as_view(), name="token-refresh"),
     path("token/logout/", apis.TokenSessionLogoutApi.as_view(), name="token-logout"),
+    path("not-me/", views.NotMeActView.as_view(), name="not-me-act"),
     path("not-me/<str:token>/", views.NotMeView.as_view(), name="not-me"),
 ]

@@ -467,6 +467,42 @@ def test_the_default_resolver_knows_nothing_without_geoip_path(settings):
     assert alerts.geoip_location("198.51.100.20") is None
 
 
+def maxmind_city_database(directory) -> None:
+    """Write a tiny GeoLite2-City database (MaxMind's format, by mmdb-writer) into ``directory``:
+    198.51.100.0/24 is Tehran, Iran; nothing else is known."""
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    writer = MMDBWriter(ip_version=6, database_type="GeoLite2-City", ipv4_compatible=True)
+    record = {
+        "city": {"names": {"en": "Tehran"}},
+        "country": {"iso_code": "IR", "names": {"en": "Iran"}},
+        "continent": {"code": "AS", "names": {"en": "Asia"}},
+        "location": {"latitude": 35.7, "longitude": 51.4, "time_zone": "Asia/Tehran"},
+    }
+    writer.insert_network(IPSet(["198.51.100.0/24"]), record)
+    writer.to_db_file(str(directory / "GeoLite2-City.mmdb"))
+
+
+def test_the_default_resolver_reads_a_maxmind_database(settings, tmp_path):
+    maxmind_city_database(tmp_path)
+    settings.GEOIP_PATH = str(tmp_path)
+    assert alerts.geoip_location("198.51.100.20") == "Tehran, Iran"
+    assert alerts.geoip_location("203.0.113.7") is None  # not in the database
+    assert alerts.geoip_location("::1") is None
+
+
+def test_the_emailed_location_comes_from_the_database(nilva, user, settings, tmp_path, mailoutbox):
+    maxmind_city_database(tmp_path)
+    settings.GEOIP_PATH = str(tmp_path)
+    nilva(NEW_DEVICE_EMAIL=True)
+    session_of(login(DESKTOP_UA))
+    session_of(login(FIREFOX_UA, "198.51.100.20"))
+    (message,) = mailoutbox
+    assert "Tehran, Iran" in message.body
+    assert "Tehran, Iran" in html_of(message)
+
+
 def assert_persian(message) -> None:
     html = html_of(message)
     assert 'dir="rtl"' in html
@@ -707,3 +743,48 @@ def test_lock_password_makes_the_password_unusable(nilva, user, open_session):
 def test_lock_password_of_an_unknown_user(nilva, db):
     nilva(NOT_ME_SETS_UNUSABLE_PASSWORD=True)
     assert alerts.lock_password(10**6) is False
+
+
+# --------------------------------------------------------------------------------------------
+# what the client writes never becomes the email's words
+# --------------------------------------------------------------------------------------------
+
+THIEF_UA = (
+    "Your IT team verified this sign-in - no action needed, do not click below"
+    "/1.0 CFNetwork/1.0 Darwin/20.0"
+)
+
+
+def test_a_browser_name_written_by_the_client_is_not_quoted_in_the_email(nilva, user, mailoutbox):
+    from nilva_session import clients
+
+    assert "do not click" in clients.describe_user_agent(THIEF_UA)["browser"]  # ua-parser's
+    nilva(NEW_DEVICE_EMAIL=True)
+    session_of(login(DESKTOP_UA))
+    session_of(login(THIEF_UA, "198.51.100.20"))
+    (message,) = mailoutbox
+    for part in (message.subject, message.body, html_of(message)):
+        assert "click" not in part
+        assert "IT team" not in part
+    assert "Other" in message.subject
+
+
+@pytest.mark.parametrize(
+    ("agent", "label"),
+    [
+        (FIREFOX_UA, "Firefox 121 on Windows (Other)"),
+        (IPHONE_UA, "Mobile Safari 17 on iOS (iPhone)"),
+        ("", "Other on Other (Other)"),
+    ],
+)
+def test_device_label(agent, label):
+    assert alerts.device_label(agent) == label
+
+
+def test_the_subject_is_plain_text_not_html_escaped():
+    from django.template.loader import render_to_string
+
+    subject = render_to_string(
+        "nilva_session/email/new_device_subject.txt", {"device": "Tom & Jerry's <App>"}
+    )
+    assert "Tom & Jerry's <App>" in subject

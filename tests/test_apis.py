@@ -1270,3 +1270,15 @@ def test_reauthenticate_with_a_wrong_password_never_rotates(token_client, settin
     response = client.post(REAUTHENTICATE_URL, {"password": "wrong"}, format="json")
     assert response.status_code == 400
     assert UserSession.objects.get(pk=session.pk).key == session.key
+
+
+def test_rotate_needs_a_recent_password_proof(token_client, clock):
+    client, _session, token = token_client
+    clock.advance(minutes=16)  # past REAUTHENTICATION_MAX_AGE (15 min) since the login
+
+    refused = client.post(ROTATE_URL)
+
+    assert assert_error_shape(refused, 403)["code"] == "reauthentication_required"
+    assert client_for(token).get(WHOAMI_URL).status_code == 200  # nothing rotated
+    assert client.post(REAUTHENTICATE_URL, {"password": PASSWORD}, format="json").status_code == 200
+    assert client.post(ROTATE_URL).status_code == 200

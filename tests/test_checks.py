@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.checks import Error, Warning, run_checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
@@ -21,6 +22,9 @@ REDIS_CACHE = {
     "BACKEND": "django.core.cache.backends.redis.RedisCache",
     "LOCATION": "redis://127.0.0.1:6379",
 }
+
+# W005's configurations override DATABASES (only its ATOMIC_REQUESTS flag, read by the check).
+pytestmark = pytest.mark.filterwarnings("ignore:Overriding setting DATABASES:UserWarning")
 
 
 def nilva_ids(messages=None):
@@ -393,6 +397,7 @@ ONE_PROBLEM = {
         }
     },
     "W002": {"NILVA_SESSION": {"EXPIRES_AT": timedelta(days=1)}},
+    "W005": {"DATABASES": {"default": {**settings.DATABASES["default"], "ATOMIC_REQUESTS": True}}},
     "W003": {
         "REST_FRAMEWORK": {
             "DEFAULT_AUTHENTICATION_CLASSES": ["tests.test_checks.OwnJwtAuthentication"]
@@ -464,3 +469,15 @@ def test_the_native_store_check_never_shows_the_url():
     assert len(messages) == 1
     assert "s3cret" not in messages[0].msg
     assert "s3cret" not in (messages[0].hint or "")
+
+
+def test_w005_is_silent_with_nilva_sessions_exception_handler():
+    atomic = {"default": {**settings.DATABASES["default"], "ATOMIC_REQUESTS": True}}
+    handler = {
+        **settings.REST_FRAMEWORK,
+        "EXCEPTION_HANDLER": "nilva_session.apis.exception_handler",
+    }
+    with override_settings(DATABASES=atomic, REST_FRAMEWORK=handler):
+        assert "nilva_session.W005" not in {m.id for m in run_checks()}
+    with override_settings(DATABASES=atomic):
+        assert "nilva_session.W005" in {m.id for m in run_checks()}

@@ -563,3 +563,12 @@ def test_cleanup_dry_run_deletes_no_events(db):
     made = {make_event(ago=timedelta(days=d)).pk for d in (1, 200)}
     run("--dry-run")
     assert event_ids() == made
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("value", ["0001-01-01T00:00+05:00", "9999-12-31T23:59-05:00"])
+def test_events_export_refuses_a_time_out_of_range_by_its_name(value):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--since"):
+        call_command("nilva_session_events", "--since", value)

@@ -246,3 +246,19 @@ def test_access_tokens_of_a_logged_out_session_are_refused(jwt_client):
     logout(new_client(), data["refresh"])
 
     assert client.get(WHOAMI_URL).status_code == 401
+
+
+def test_a_blacklisted_current_token_touches_nothing_on_its_session(jwt_login, simple_jwt, clock):
+    from tests.conftest import FIREFOX_UA
+
+    simple_jwt(ROTATE_REFRESH_TOKENS=True, BLACKLIST_AFTER_ROTATION=True)
+    data, session = jwt_login
+    RefreshToken(data["refresh"]).blacklist()
+    clock.advance(minutes=5)
+    before = UserSession.objects.filter(pk=session.pk).values().get()
+
+    plain = refresh(new_client(ip="198.51.100.66"), data["refresh"])
+    other_browser = refresh(new_client(ua=FIREFOX_UA), data["refresh"])
+
+    assert plain.json()["code"] == other_browser.json()["code"] == "token_not_valid"
+    assert UserSession.objects.filter(pk=session.pk).values().get() == before

@@ -63,6 +63,7 @@ def ended(session: UserSession) -> tuple[bool, str]:
         (0, 0, None, RefreshVerdict.CURRENT),
         (4, 3, 0, RefreshVerdict.UNKNOWN),
         (2, 3, 4.9, RefreshVerdict.GRACE),
+        (2, 3, -0.5, RefreshVerdict.GRACE),  # advanced by a request that started after this one
         (2, 3, 5, RefreshVerdict.REUSED),  # the grace is a half-open window
         (2, 3, None, RefreshVerdict.REUSED),  # never advanced by time (a restored database)
         (1, 3, 0, RefreshVerdict.REUSED),  # only the token retired last has a grace
@@ -83,6 +84,10 @@ def test_a_grace_of_zero_accepts_no_retired_token():
     now = timezone.now()
     with nilva_settings(REFRESH_REUSE_GRACE=0):
         assert refresh_verdict(0, 1, now, now) is RefreshVerdict.REUSED
+        # A concurrent refresh advanced it a moment after this one was presented (CI saw two
+        # 200s of eight simultaneous refreshes without a grace before this counted as zero).
+        later = now + timedelta(milliseconds=3)
+        assert refresh_verdict(0, 1, later, now) is RefreshVerdict.REUSED
 
 
 # --- rotation ---------------------------------------------------------------------------------
@@ -281,3 +286,74 @@ def test_advance_refresh_on_an_ended_session_raises_session_ended(user, open_ses
     sessions.revoke([session])
     with pytest.raises(SessionEnded):
         sessions.advance_refresh(session, 0)
+
+
+# --- ATOMIC_REQUESTS: an end made while refusing survives the request's rollback -------------
+
+
+@pytest.fixture
+def atomic_requests():
+    from django.db import connection
+
+    connection.settings_dict["ATOMIC_REQUESTS"] = True
+    yield
+    connection.settings_dict["ATOMIC_REQUESTS"] = False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_under_atomic_requests_a_reused_token_still_ends_the_session(
+    user, rotating, atomic_requests, clock, capture_signal
+):
+    reused = capture_signal(refresh_token_reused)
+    data = login(new_client())
+    session = UserSession.objects.get(pk=data["session_id"])
+    legitimate = rotate(data["refresh"])
+    clock.advance(seconds=6)
+
+    assert refresh(new_client(), data["refresh"]).json()["code"] == "refresh_reused"
+
+    assert ended(session) == (False, EndReason.REFRESH_REUSED)
+    assert SessionEvent.objects.filter(kind=EventKind.REFRESH_REUSED).count() == 1
+    assert len(reused) == 1
+    assert refresh(new_client(), legitimate).json()["code"] == "session_ended"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_under_atomic_requests_a_user_agent_suspension_survives_our_handler(
+    user, atomic_requests, settings
+):
+    from tests.conftest import FIREFOX_UA
+
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "EXCEPTION_HANDLER": "nilva_session.apis.exception_handler",
+    }
+    data = login(new_client())
+    response = bearer(data["access"], ua=FIREFOX_UA).get(WHOAMI_URL)
+    assert response.json()["code"] == "session_suspended"
+    session = UserSession.objects.get(pk=data["session_id"])
+    assert (session.is_active, session.end_reason) == (False, "user_agent_changed")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_under_atomic_requests_drfs_own_handler_rolls_the_suspension_back(user, atomic_requests):
+    """What W005 warns about: DRF's handler undoes the end (the client is refused anyway)."""
+    from tests.conftest import FIREFOX_UA
+
+    data = login(new_client())
+    response = bearer(data["access"], ua=FIREFOX_UA).get(WHOAMI_URL)
+    assert response.json()["code"] == "session_suspended"
+    assert UserSession.objects.get(pk=data["session_id"]).is_active
+
+
+def test_turning_rotation_off_leaves_retired_tokens_retired(jwt_login, simple_jwt, clock):
+    data, session = jwt_login
+    simple_jwt(ROTATE_REFRESH_TOKENS=True)
+    current = rotate(data["refresh"])
+    clock.advance(seconds=6)
+    simple_jwt(ROTATE_REFRESH_TOKENS=False)
+
+    assert refresh(new_client(), current).status_code == 200  # the current one keeps working
+    assert refresh(new_client(), current).status_code == 200
+    assert refresh(new_client(), data["refresh"]).json()["code"] == "refresh_reused"
+    assert ended(session) == (False, EndReason.REFRESH_REUSED)

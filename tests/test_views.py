@@ -125,6 +125,15 @@ def token_of(path: str) -> str:
     return path.removeprefix(NOT_ME_PREFIX).rstrip("/")
 
 
+def act(browser: Client, path: str, csrf: str | None = None):
+    """POST the confirmation form of the link at ``path``: to ``not-me/``, the token in the
+    body (as the page's form does), with the CSRF value when given."""
+    form = {"token": token_of(path)}
+    if csrf is not None:
+        form["csrfmiddlewaretoken"] = csrf
+    return browser.post(NOT_ME_PREFIX, form)
+
+
 def assert_nothing_ended(emailed: Emailed, user, other_user) -> None:
     assert states(user) == [(True, ""), (True, "")]
     assert states(other_user) == [(True, "")]
@@ -141,13 +150,15 @@ def assert_nothing_ended(emailed: Emailed, user, other_user) -> None:
 
 def test_get_shows_a_confirmation_form_and_ends_nothing(emailed, browser, user, other_user):
     page = assert_page(browser.get(emailed.path), 200)
-    assert re.search(r'<form method="post">.*name="csrfmiddlewaretoken"', page, re.S)
+    # The form posts to not-me/ (the token in its body, never again in a path that a log of a
+    # refused POST would show).
+    assert re.search(r'<form method="post" action="\.\./">.*name="csrfmiddlewaretoken"', page, re.S)
+    assert f'name="token" value="{token_of(emailed.path)}"' in page
     assert "End every session of your account?" in page
     assert "Mobile Safari 17 on iOS" in page  # the device of the reported sign-in
     assert "198.51.100.20" in page
     assert 'lang="en' in page
     assert 'dir="ltr"' in page
-    assert token_of(emailed.path) not in page  # the form posts back to the link itself
     assert browser.cookies["csrftoken"].value
     assert_nothing_ended(emailed, user, other_user)
 
@@ -165,16 +176,16 @@ def test_get_in_persian_is_right_to_left(emailed, browser):
 
 
 def test_post_without_the_csrf_token_is_403_and_ends_nothing(emailed, browser, user, other_user):
-    assert browser.post(emailed.path).status_code == 403
+    assert act(browser, emailed.path).status_code == 403
     confirm_page(browser, emailed.path)  # with the cookie but without the form value
-    assert browser.post(emailed.path).status_code == 403
-    assert browser.post(emailed.path, {"csrfmiddlewaretoken": "x" * 64}).status_code == 403
+    assert act(browser, emailed.path).status_code == 403
+    assert act(browser, emailed.path, "x" * 64).status_code == 403
     assert_nothing_ended(emailed, user, other_user)
 
 
 def test_post_ends_every_session_of_the_user_only(emailed, browser, user, other_user):
     csrf = confirm_page(browser, emailed.path)
-    page = assert_page(browser.post(emailed.path, {"csrfmiddlewaretoken": csrf}), 200)
+    page = assert_page(act(browser, emailed.path, csrf), 200)
     assert "Every session has been ended" in page
     assert "2 sessions were ended." in page
     assert "Change your password now" in page  # NOT_ME_SETS_UNUSABLE_PASSWORD is off
@@ -197,12 +208,12 @@ def test_post_ends_every_session_of_the_user_only(emailed, browser, user, other_
 
 def test_a_used_link_is_410_and_does_nothing_more(emailed, browser, user):
     csrf = confirm_page(browser, emailed.path)
-    assert browser.post(emailed.path, {"csrfmiddlewaretoken": csrf}).status_code == 200
+    assert act(browser, emailed.path, csrf).status_code == 200
     handled_at = emailed.refreshed_event().handled_at
     revoked = SessionEvent.objects.filter(kind="revoked").count()
     fresh = signed_in("alice")  # the user signs in again after reporting
 
-    page = assert_page(browser.post(emailed.path, {"csrfmiddlewaretoken": csrf}), 410)
+    page = assert_page(act(browser, emailed.path, csrf), 410)
     assert "This link was already used" in page
     page = assert_page(browser.get(emailed.path), 410)
     assert "This link was already used" in page
@@ -217,7 +228,7 @@ def test_a_used_link_is_410_and_does_nothing_more(emailed, browser, user):
 def test_an_expired_link_is_400_and_ends_nothing(emailed, browser, user, other_user, signing_clock):
     csrf = confirm_page(browser, emailed.path)  # opened in time ...
     signing_clock(days=7, seconds=1)  # ... and submitted after NOT_ME_LINK_MAX_AGE
-    page = assert_page(browser.post(emailed.path, {"csrfmiddlewaretoken": csrf}), 400)
+    page = assert_page(act(browser, emailed.path, csrf), 400)
     assert "This link is not valid" in page
     page = assert_page(browser.get(emailed.path), 400)
     assert "csrfmiddlewaretoken" not in page
@@ -227,7 +238,7 @@ def test_an_expired_link_is_400_and_ends_nothing(emailed, browser, user, other_u
 def test_a_link_followed_within_its_max_age_works(emailed, browser, signing_clock, user):
     signing_clock(days=7, seconds=-30)
     csrf = confirm_page(browser, emailed.path)
-    assert browser.post(emailed.path, {"csrfmiddlewaretoken": csrf}).status_code == 200
+    assert act(browser, emailed.path, csrf).status_code == 200
     assert states(user) == [(False, "reported"), (False, "reported")]
 
 
@@ -244,7 +255,7 @@ def test_a_forged_link_is_400_and_ends_nothing(emailed, browser, user, other_use
     for value in (flipped, other_salt, other_user_claims):
         path = f"{NOT_ME_PREFIX}{value}/"
         assert_page(browser.get(path), 400)
-        assert_page(browser.post(path, {"csrfmiddlewaretoken": csrf}), 400)
+        assert_page(act(browser, path, csrf), 400)
     assert_nothing_ended(emailed, user, other_user)
 
 
@@ -266,7 +277,7 @@ def test_a_garbage_link_is_400_never_500(emailed, browser, user, other_user, val
     csrf = confirm_page(browser, emailed.path)
     path = f"{NOT_ME_PREFIX}{value}/"
     assert_page(browser.get(path), 400)
-    assert_page(browser.post(path, {"csrfmiddlewaretoken": csrf}), 400)
+    assert_page(act(browser, path, csrf), 400)
     assert_nothing_ended(emailed, user, other_user)
 
 
@@ -274,7 +285,7 @@ def test_with_unusable_password_the_password_stops_working(nilva, emailed, brows
     nilva(NOT_ME_SETS_UNUSABLE_PASSWORD=True)
     assert login().status_code == 200  # the password works before
     csrf = confirm_page(browser, emailed.path)
-    page = assert_page(browser.post(emailed.path, {"csrfmiddlewaretoken": csrf}), 200)
+    page = assert_page(act(browser, emailed.path, csrf), 200)
     assert "Your password no longer works" in page
     assert "Change your password now" not in page
     assert "3 sessions were ended." in page
@@ -285,3 +296,15 @@ def test_with_unusable_password_the_password_stops_working(nilva, emailed, brows
     assert response.json()["code"] == "invalid_credentials"
     # Every session ended as reported (before the password change could end them otherwise).
     assert {reason for _active, reason in states(user)} == {"reported"}
+
+
+def test_no_log_of_a_refused_post_holds_a_link_that_still_works(
+    emailed, browser, user, other_user, caplog
+):
+    with caplog.at_level("DEBUG"):
+        assert act(browser, emailed.path).status_code == 403  # no CSRF value: refused, logged
+        assert browser.post(NOT_ME_PREFIX, {"token": "forged"}).status_code == 403
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert NOT_ME_PREFIX in logged  # Django did log the refusals ...
+    assert token_of(emailed.path) not in logged  # ... by a path without the token
+    assert_nothing_ended(emailed, user, other_user)

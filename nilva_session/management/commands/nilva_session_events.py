@@ -6,6 +6,7 @@ import csv
 import json
 import re
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -24,7 +25,8 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 def moment(value: str, now: datetime) -> datetime:
     """Return the time ``--since`` / ``--until`` name: ISO 8601, or ``30m`` / ``12h`` / ``7d``
-    ago. A time without a zone is in ``TIME_ZONE``. Raises ``ValueError``."""
+    ago. A time without a zone is in ``TIME_ZONE``. Raises ``ValueError`` or ``OverflowError``
+    (for a time the database cannot hold once in UTC)."""
     relative = RELATIVE.match(value.strip())
     if relative:
         amount, unit = relative.groups()
@@ -32,7 +34,8 @@ def moment(value: str, now: datetime) -> datetime:
     parsed = parse_datetime(value.strip())
     if parsed is None:
         raise ValueError(value)
-    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
+    aware = parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
+    return aware.astimezone(dt_timezone.utc)
 
 
 def csv_cell(value: Any) -> str:
