@@ -3,9 +3,10 @@
 A *device* is what ``NEW_DEVICE_RULE`` names: the browser, OS and device family of the user
 agent (versions aside, so an update is not a new device), and with ``"user_agent_and_network"``
 also the client's network (the IPv4 /16 or IPv6 /32 around its address, roughly its provider
-and region). Each session stores the SHA-256 of its device (``device_digest``); a sign-in whose
-digest none of the user's kept sessions has is from a new device. A user's first session is
-not an alert: there is nothing to compare it with.
+and region). Each sign-in remembers the SHA-256 of its device (a :class:`KnownDevice`, kept
+``NEW_DEVICE_MEMORY`` after the device's last sign-in; the session stores it too, as
+``device_digest``); a sign-in from a device the user has no record of is from a new device. A
+user's first sign-in is not an alert: there is nothing to compare it with.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from django.utils.translation import gettext
 
 from . import clients
 from .conf import session_settings
-from .models import SessionEvent, UserSession
+from .models import KnownDevice, SessionEvent, UserSession
 from .utils import hash_data
 
 logger = logging.getLogger("nilva_session.security")
@@ -61,25 +62,37 @@ def network_of(ip: str | None) -> str:
 
 
 def seen_before(user: Any, digest: str) -> bool | None:
-    """Return whether ``user`` has a kept session on this device; None if they have none at all.
+    """Return whether ``user`` signed in from this device before; None if never from any.
 
-    One query; sessions stored before device digests existed are compared by their user agent
-    and IP (at most :data:`LEGACY_ROWS_COMPARED` of them, the most recent).
+    One query on the known devices (:class:`KnownDevice`). A user none of whose devices is known
+    yet (history from before this release) is compared with their kept sessions instead, by user
+    agent and IP (at most :data:`LEGACY_ROWS_COMPARED` of them, the most recent): one query more.
     """
-    counts = UserSession.objects.for_user(user).aggregate(
-        total=Count("pk"),
-        same=Count("pk", filter=Q(device_digest=digest)),
-        legacy=Count("pk", filter=Q(device_digest="")),
+    known = KnownDevice.objects.filter(user=user).aggregate(
+        total=Count("pk"), same=Count("pk", filter=Q(digest=digest))
     )
-    if not counts["total"]:
-        return None
-    if counts["same"]:
+    if known["same"]:
         return True
-    if not counts["legacy"]:
+    if known["total"]:
         return False
-    legacy = UserSession.objects.for_user(user).filter(device_digest="").order_by("-created_at")
-    rows = legacy.values_list("user_agent", "last_ip")[:LEGACY_ROWS_COMPARED]
-    return any(device_digest(agent, ip) == digest for agent, ip in rows)
+    rows = UserSession.objects.for_user(user).order_by("-created_at")
+    kept = list(rows.values_list("device_digest", "user_agent", "last_ip")[:LEGACY_ROWS_COMPARED])
+    if not kept:
+        return None
+    return any(
+        stored == digest or (not stored and device_digest(agent, ip) == digest)
+        for stored, agent, ip in kept
+    )
+
+
+def remember(user: Any, digest: str, now: datetime) -> None:
+    """Record that ``user`` signed in from this device at ``now`` (one upsert)."""
+    KnownDevice.objects.bulk_create(
+        [KnownDevice(user=user, digest=digest, first_seen=now, last_seen=now)],
+        update_conflicts=True,
+        unique_fields=["user", "digest"],
+        update_fields=["last_seen"],
+    )
 
 
 #: What a browser, OS or device name shown in an email may look like. ua-parser copies some

@@ -264,6 +264,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NEW_DEVICE_RULE", "user_agent_and_network", choice(*NEW_DEVICE_RULES, None), "E018",
             doc='what makes a device new: `"user_agent"` (browser, OS and device family) or '
             '`"user_agent_and_network"` (also the IPv4 /16 or IPv6 /32 network); `None` = off'),
+    Setting("NEW_DEVICE_MEMORY", timedelta(days=365), positive_duration, "E007",
+            doc="how long a device is remembered after its last sign-in (the cleanup command "
+            "forgets older ones)"),
     Setting("NEW_DEVICE_EMAIL", False, any_value, "",  # checks.check_new_device_email: E019
             doc="email the user on a sign-in from a new device, with a \"this wasn't me\" link"),
     Setting("NOT_ME_LINK_MAX_AGE", timedelta(days=7), positive_duration, "E007",

@@ -122,7 +122,6 @@ class UserSession(models.Model):
             models.Index(fields=["user", "is_active"], name="user_session_user_active"),
             models.Index(fields=["expire_at"], name="user_session_expire_at"),
             models.Index(fields=["ended_at"], name="user_session_ended_at"),
-            models.Index(fields=["user", "device_digest"], name="user_session_user_device"),
         ]
 
     def __str__(self) -> str:
@@ -172,6 +171,37 @@ class UserSession(models.Model):
     def invalidate_cache_by_session_id(cls, session_id: uuid.UUID | str) -> None:
         """Keep the session with this id out of the cache for a while."""
         cache.bar([cache.session_key(session_id)])
+
+
+class KnownDevice(models.Model):
+    """A device a user has signed in from (``NEW_DEVICE_RULE``), remembered past its sessions.
+
+    Sessions are deleted by the cleanup soon after they end or expire; a device is remembered
+    for ``NEW_DEVICE_MEMORY`` after its last sign-in, so that a sign-in is compared with the
+    user's history rather than with the sessions that happen to be left.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="+",
+        verbose_name=_("user"),
+    )
+    digest = models.CharField(_("device digest"), max_length=64)
+    first_seen = models.DateTimeField(_("first seen"), default=timezone.now)
+    last_seen = models.DateTimeField(_("last seen"), default=timezone.now, db_index=True)
+
+    class Meta:
+        db_table = "user_session_device"
+        verbose_name = _("known device")
+        verbose_name_plural = _("known devices")
+        constraints = [
+            models.UniqueConstraint(fields=["user", "digest"], name="user_session_device_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} · {self.digest[:8]}…"
 
 
 class EventKind(models.TextChoices):

@@ -147,6 +147,8 @@ def open_session(
             authenticated_at=now,
             device_digest=device,
         )
+    if device:
+        alerts.remember(user, device, now)
     opened = [_event(EventKind.LOGIN, session, at=now)]
     if seen is False:
         opened.append(_event(EventKind.NEW_DEVICE, session, at=now))

@@ -7,6 +7,7 @@ resolver, a failing email backend and the clock signing reads, all defined in th
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from datetime import timedelta
@@ -21,7 +22,7 @@ from django.utils import translation
 from rest_framework.test import APIClient
 
 from nilva_session import alerts
-from nilva_session.models import EndReason, SessionEvent, UserSession
+from nilva_session.models import EndReason, KnownDevice, SessionEvent, UserSession
 from nilva_session.signals import new_device_login
 
 from .conftest import DESKTOP_UA, DESKTOP_UA_NEXT, FIREFOX_UA, IPHONE_UA, PASSWORD
@@ -235,8 +236,10 @@ def test_an_ended_session_still_counts_as_seen(user, open_session):
 
 
 def make_legacy(session: UserSession) -> None:
-    """Make a row look like one stored before device digests existed."""
+    """Make a row look like one stored before device digests existed (and its user's devices
+    unknown, as before this release)."""
     UserSession.objects.filter(pk=session.pk).update(device_digest="")
+    KnownDevice.objects.filter(user_id=session.user_id).delete()
 
 
 def test_sessions_without_a_digest_are_compared_by_user_agent_and_ip(user, open_session):
@@ -261,6 +264,7 @@ def test_only_the_most_recent_legacy_rows_are_compared(user, open_session, clock
         clock.advance(seconds=1)
         open_session(user, ua=IPHONE_UA, ip=HOME_IP)
     UserSession.objects.for_user(user).update(device_digest="")
+    KnownDevice.objects.filter(user=user).delete()
     assert alerts.seen_before(user, alerts.device_digest(IPHONE_UA, HOME_IP)) is True
     assert alerts.seen_before(user, alerts.device_digest(DESKTOP_UA, HOME_IP)) is False
     # One row fewer and the oldest is compared again.
@@ -788,3 +792,45 @@ def test_the_subject_is_plain_text_not_html_escaped():
         "nilva_session/email/new_device_subject.txt", {"device": "Tom & Jerry's <App>"}
     )
     assert "Tom & Jerry's <App>" in subject
+
+
+# --------------------------------------------------------------------------------------------
+# devices outlive their sessions
+# --------------------------------------------------------------------------------------------
+
+
+def test_devices_are_remembered_after_the_cleanup_deletes_their_sessions(user, clock):
+    from django.core.management import call_command
+
+    session_of(login(DESKTOP_UA))
+    clock.advance(days=2)  # the session (EXPIRE_AT 1 day) expires; the cleanup deletes it
+    call_command("nilva_session_cleanup", stdout=io.StringIO())
+    assert not UserSession.objects.exists()
+
+    session_of(login(DESKTOP_UA))  # the user's own laptop, the next day: not new
+    assert not new_device_events().exists()
+    session_of(login(FIREFOX_UA, "198.51.100.20"))  # a stranger: new, though no session is left
+    assert new_device_events().count() == 1
+
+
+def test_a_sign_in_remembers_its_device_once_and_refreshes_its_last_use(user, clock):
+    session_of(login(DESKTOP_UA))
+    first = KnownDevice.objects.get(user=user)
+    clock.advance(days=3)
+    session_of(login(DESKTOP_UA_NEXT))  # a browser update: the same device
+    again = KnownDevice.objects.get(user=user)
+    assert (again.pk, again.first_seen) == (first.pk, first.first_seen)
+    assert again.last_seen - first.last_seen == timedelta(days=3)
+
+
+def test_the_cleanup_forgets_devices_unused_for_new_device_memory(nilva, user, clock):
+    from django.core.management import call_command
+
+    session_of(login(DESKTOP_UA))
+    nilva(NEW_DEVICE_MEMORY=timedelta(days=30))
+    clock.advance(days=29)
+    call_command("nilva_session_cleanup", stdout=io.StringIO())
+    assert KnownDevice.objects.filter(user=user).exists()
+    clock.advance(days=2)
+    call_command("nilva_session_cleanup", stdout=io.StringIO())
+    assert not KnownDevice.objects.filter(user=user).exists()

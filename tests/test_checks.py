@@ -358,6 +358,7 @@ BAD_VALUES = {
     "EVENT_RETENTION": timedelta(0),
     "NEW_DEVICE_RULE": "fingerprint",
     "NOT_ME_LINK_MAX_AGE": "a week",
+    "NEW_DEVICE_MEMORY": 0,
 }
 
 

@@ -197,6 +197,7 @@ def test_duration_lists_follow_the_validators():
         "REAUTHENTICATION_MAX_AGE",
         "REFRESH_REUSE_GRACE",
         "EVENT_RETENTION",
+        "NEW_DEVICE_MEMORY",
         "NOT_ME_LINK_MAX_AGE",
     )
     assert conf.OPTIONAL_DURATION_SETTINGS == ("IDLE_TIMEOUT", "ABSOLUTE_LIFETIME")

@@ -46,7 +46,6 @@ INDEXES_ADDED = {
     "user_session_user_active",
     "user_session_expire_at",
     "user_session_ended_at",
-    "user_session_user_device",
 }
 
 
@@ -175,7 +174,6 @@ def test_forward_to_latest_adds_columns_and_indexes():
         assert found["user_session_user_active"]["columns"] == ["user_id", "is_active"]
         assert found["user_session_expire_at"]["columns"] == ["expire_at"]
         assert found["user_session_ended_at"]["columns"] == ["ended_at"]
-        assert found["user_session_user_device"]["columns"] == ["user_id", "device_digest"]
         assert described["refresh_generation"].null_ok is False
     finally:
         migrate_to(latest())

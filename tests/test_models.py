@@ -134,7 +134,6 @@ def test_indexes():
         "user_session_user_active",
         "user_session_expire_at",
         "user_session_ended_at",
-        "user_session_user_device",
     }
 
 

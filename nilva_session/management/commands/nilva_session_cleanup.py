@@ -1,5 +1,5 @@
 """Delete expired sessions and ended ones older than the retention period, in batches; and
-security events older than ``EVENT_RETENTION``."""
+security events older than ``EVENT_RETENTION`` and devices unused for ``NEW_DEVICE_MEMORY``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from nilva_session import sessions
 from nilva_session.conf import session_settings
-from nilva_session.models import SessionEvent, UserSession, UserSessionQuerySet
+from nilva_session.models import KnownDevice, SessionEvent, UserSession, UserSessionQuerySet
 
 
 def stale_sessions(now: Any, retention: timedelta) -> UserSessionQuerySet:
@@ -31,7 +31,7 @@ class Command(BaseCommand):
     help = (
         "Delete expired sessions, and ended sessions older than the retention period "
         "(NILVA_SESSION['REVOKED_RETENTION'] unless --retention-days is given), in batches; "
-        "and security events older than EVENT_RETENTION."
+        "security events older than EVENT_RETENTION; devices unused for NEW_DEVICE_MEMORY."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -81,3 +81,7 @@ class Command(BaseCommand):
                 break
             removed += SessionEvent.objects.filter(pk__in=event_ids).delete()[0]
         self.stdout.write(f"Deleted {removed} security events older than EVENT_RETENTION.")
+        forgotten = KnownDevice.objects.filter(
+            last_seen__lt=timezone.now() - session_settings.NEW_DEVICE_MEMORY
+        ).delete()[0]
+        self.stdout.write(f"Forgot {forgotten} devices unused for NEW_DEVICE_MEMORY.")
