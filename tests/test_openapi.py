@@ -284,7 +284,7 @@ class TestSchema:
             else:
                 pages |= found
         assert routes == set(OPERATIONS)
-        assert pages == {("not-me/<str:token>/", "get"), ("not-me/<str:token>/", "post")}
+        assert pages == {("not-me/", "post"), ("not-me/<str:token>/", "get")}
 
     @pytest.mark.parametrize(("route", "method"), sorted(OPERATIONS))
     def test_every_operation_is_described(self, schema, route, method):
