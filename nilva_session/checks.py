@@ -238,7 +238,8 @@ def check_jwt_authentication_class(app_configs: Any = None, **kwargs: Any) -> li
     ]
 
 
-@register(Tags.database)
+# Not Tags.database: Django runs those only when it is given databases to check (6.1 too).
+@register(Tags.security)
 def check_atomic_requests(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     from rest_framework.settings import api_settings
 

@@ -23,8 +23,13 @@ REDIS_CACHE = {
     "LOCATION": "redis://127.0.0.1:6379",
 }
 
-# W005's configurations override DATABASES (only its ATOMIC_REQUESTS flag, read by the check).
-pytestmark = pytest.mark.filterwarnings("ignore:Overriding setting DATABASES:UserWarning")
+pytestmark = [
+    # W005's configurations override DATABASES (only its ATOMIC_REQUESTS flag, read by the check).
+    pytest.mark.filterwarnings("ignore:Overriding setting DATABASES:UserWarning"),
+    # Django 6.1's run_checks() checks every database by default: JSONField's check then asks
+    # SQLite whether it supports JSON, a query.
+    pytest.mark.django_db,
+]
 
 
 def nilva_ids(messages=None):
