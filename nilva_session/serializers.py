@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib.auth import authenticate, get_user_model, user_logged_in
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils import timezone
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
@@ -194,14 +195,17 @@ def _verified_refresh(raw: str, token_class: type[RefreshToken] = RefreshToken) 
 
 
 def _retired(refresh: RefreshToken, generation: int) -> bool:
-    """Return True if ``refresh`` names a live session whose generation is past ``generation``
-    (a token rotation retired, which the reuse rule judges); False for anything else."""
+    """Return True if ``refresh`` names a live session that retired ``generation`` (the reuse
+    rule, ``sessions.refresh_verdict``, judges it); False for anything else."""
     try:
         session_id = sessions.parse_session_id(refresh.get(session_settings.SESSION_ID_CLAIM))
     except SessionRefused:
         return False
     state = sessions.refresh_state(session_id)
-    return state is not None and generation < state[0]
+    if state is None:
+        return False
+    verdict = sessions.refresh_verdict(generation, *state, timezone.now())
+    return verdict in (sessions.RefreshVerdict.GRACE, sessions.RefreshVerdict.REUSED)
 
 
 class TokenSessionRefreshSerializer(serializers.Serializer[Any]):
