@@ -52,6 +52,12 @@ class UserSessionDBTokenAuthentication(BaseAuthentication):
 
     def authenticate(self, request: Request) -> tuple[AbstractBaseUser, UserSession] | None:
         """Return ``(user, session)``, None for a header that is not ours, or raise 401."""
+        token = self.token_from(request)
+        return None if token is None else self.authenticate_credentials(token, request)
+
+    def token_from(self, request: Any) -> str | None:
+        """Return the raw token of the ``Authorization`` header, None if the header is not
+        ours, or raise 401 for a malformed one."""
         try:
             header = get_authorization_header(request)
         except UnicodeEncodeError:  # text beyond latin-1 (test clients, middleware): not a 500
@@ -71,7 +77,7 @@ class UserSessionDBTokenAuthentication(BaseAuthentication):
             raise errors.InvalidHeader(
                 _("Invalid token header. Token string should not contain invalid characters.")
             ) from None
-        return self.authenticate_credentials(token, request)
+        return token
 
     def authenticate_credentials(
         self, key: str, request: Request | None = None
@@ -80,7 +86,7 @@ class UserSessionDBTokenAuthentication(BaseAuthentication):
         or ``Throttled`` (429, too many unknown tokens from this client)."""
         client, record_activity = client_of(request)
         return sessions.authenticate_token(
-            key, client, self.check_user_agent, record_activity=record_activity
+            key, client, user_agent_rule(self), record_activity=record_activity
         )
 
     def check_user_agent(self, session: UserSession, request: Any) -> None:
@@ -132,9 +138,13 @@ class UserSessionDBJwtAuthentication(JWTAuthentication):
     def get_user(self, validated_token: Token) -> AbstractBaseUser:  # type: ignore[override]
         """Return the user of the token's session, or raise ``AuthenticationFailed``."""
         user, _session = self.authenticate_session(validated_token, getattr(self, "request", None))
+        self.check_revoke_token(validated_token)
+        return user
+
+    def check_revoke_token(self, validated_token: Token) -> None:
+        """Apply simplejwt's ``CHECK_REVOKE_TOKEN`` (its own user lookup), when it is on."""
         if simplejwt_settings().CHECK_REVOKE_TOKEN:
             super().get_user(validated_token)
-        return user
 
     def authenticate_session(
         self, token: Token, request: Any
@@ -149,7 +159,7 @@ class UserSessionDBJwtAuthentication(JWTAuthentication):
         return sessions.authenticate_session_id(
             token.get(session_settings.SESSION_ID_CLAIM),
             client,
-            self.check_user_agent,
+            user_agent_rule(self),
             owner=owner_of(token),
             record_activity=record_activity,
         )
@@ -165,3 +175,20 @@ class UserSessionDBJwtAuthentication(JWTAuthentication):
         """Open a session for ``user``; return ``(session, refresh_token)`` carrying its id."""
         session, _token = sessions.open_session(user, request, expire_at=expire_at)
         return session, refresh_token_for_session(session, user)
+
+
+#: The classes' own ``check_user_agent``: the rule of ``sessions``, which the warm path applies
+#: itself. An override is called on every request (``sessions.served_from_copy``).
+_DEFAULT_RULES = frozenset(
+    {
+        UserSessionDBTokenAuthentication.check_user_agent,
+        UserSessionDBJwtAuthentication.check_user_agent,
+    }
+)
+
+
+def user_agent_rule(authentication: Any) -> sessions.UserAgentCheck | None:
+    """Return the user-agent hook to pass to the core: None when the class does not override it."""
+    if getattr(type(authentication), "check_user_agent", None) in _DEFAULT_RULES:
+        return None
+    return authentication.check_user_agent  # type: ignore[no-any-return]

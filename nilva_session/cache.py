@@ -188,12 +188,42 @@ def lookup(entry_key: str, decode: Callable[[Any], Any], counter_key: str | None
         values = {}
     elif unwritten.keys and unwritten.pay(entry_key):
         values.pop(entry_key, None)  # this process owes a tombstone here: the entry may be stale
+    found, foreign = _decoded(values, entry_key, decode, counter_key)
+    if foreign:
+        bar([entry_key])
+    return found
+
+
+async def alookup(
+    entry_key: str, decode: Callable[[Any], Any], counter_key: str | None = None
+) -> Lookup | None:
+    """:func:`lookup` for the event loop (``Store.aread_session``); None: :func:`lookup`'s turn.
+
+    None when the read has writes to go with it, which the sync path makes: this process owes
+    tombstones (``_UnwrittenTombstones``), or a foreign entry is to be barred.
+    """
+    if unwritten.keys:
+        return None
+    try:
+        values = await get_store().aread_session(entry_key, activity_key(entry_key), counter_key)
+    except Exception as error:  # any backend, any failure: the DB is the fallback
+        errors.report("read", error)
+        values = {}
+    found, foreign = _decoded(values, entry_key, decode, counter_key)
+    return None if foreign else found
+
+
+def _decoded(
+    values: dict[str, Any], entry_key: str, decode: Callable[[Any], Any], counter_key: str | None
+) -> tuple[Lookup, bool]:
+    """Return what ``values`` (one read) say of a session, and whether its entry is foreign."""
     entry = values.get(entry_key)
     found = decode(entry) if entry is not None and entry != TOMBSTONE else None
-    if entry is not None and found is None and entry != TOMBSTONE:
-        bar([entry_key])
+    foreign = entry is not None and found is None and entry != TOMBSTONE
     counter = values.get(counter_key) if counter_key is not None else None
-    return Lookup(found, values.get(marker_key), counter, fillable=entry is None)
+    return Lookup(
+        found, values.get(activity_key(entry_key)), counter, fillable=entry is None
+    ), foreign
 
 
 def fill(entry_key: str, entry: Any, *, started: datetime, expire_at: datetime | None) -> None:

@@ -274,6 +274,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NOT_ME_SETS_UNUSABLE_PASSWORD", False, any_value, "",
             doc="the \"this wasn't me\" link also makes the password unusable (a reset is then "
             "the way back in)"),
+    Setting("CHANNEL_LAYER", "default", any_value, "",
+            doc="with Django Channels: the `CHANNEL_LAYERS` alias through which ending a "
+            "session closes its open websockets on every worker; `None` = off"),
     Setting("LOCATION_RESOLVER", "nilva_session.alerts.geoip_location", any_value, "",
             doc="dotted path of a function `f(ip)` giving a place name (or None) for the "
             "new-device email; "

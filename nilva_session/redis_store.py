@@ -25,8 +25,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from asgiref.sync import sync_to_async
+
 from .conf import session_settings
-from .store import Store
+from .store import PerLoop, Store
 from .tracking import COPY_OVERHEAD, Copy, LocalCopies, TrackedConnection
 
 logger = logging.getLogger("nilva_session.cache")
@@ -94,6 +96,7 @@ class RedisStore(Store):
         self.lock = threading.Lock()
         self.tracked: dict[str, TrackedConnection] = {}
         self.busy = 0  # reads that went around the tracked connection (another thread had it)
+        self.async_clients = PerLoop(self._async_client)
         self._entry_key = _entry_key_pattern()
 
     # -- names ---------------------------------------------------------------------------------
@@ -136,19 +139,63 @@ class RedisStore(Store):
         finally:
             self.lock.release()
 
+    async def aread_session(
+        self, entry_key: str, marker_key: str, counter_key: str | None
+    ) -> dict[str, Any]:
+        if self.local_copies:
+            copied = self.read_copy(entry_key, marker_key)
+            if copied is not None:
+                return copied
+            # Only reads through the tracked connection are copied (tracking.py): the read that
+            # makes the copy runs in a worker thread; the next request makes no round trip.
+            read = sync_to_async(self.read_session, thread_sensitive=False)
+            return await read(entry_key, marker_key, counter_key)
+        keys = (
+            [entry_key, marker_key] if counter_key is None else [entry_key, marker_key, counter_key]
+        )
+        names = [self.name(key) for key in keys]
+        client = self.async_clients.get()
+        values = await (client.mget_nonatomic(names) if self.cluster else client.mget(names))
+        return {
+            key: loads(value) for key, value in zip(keys, values, strict=True) if value is not None
+        }
+
+    def read_copy(self, entry_key: str, marker_key: str) -> dict[str, Any] | None:
+        """Return a session's copied entry and marker if they may be served now, else None.
+
+        Never waits on the network (the event loop calls it): a poll of the tracked socket
+        that does not wait, and no lock held by another thread is waited for.
+        """
+        if not self.lock.acquire(blocking=False):
+            return None
+        try:
+            tracked = self._tracked_for(self.entry_name(entry_key))
+            return self._copied(entry_key, marker_key, tracked, time.monotonic())
+        finally:
+            self.lock.release()
+
+    def _copied(
+        self, entry_key: str, marker_key: str, tracked: TrackedConnection, now: float
+    ) -> dict[str, Any] | None:
+        if not tracked.poll(now):
+            return None
+        copy = self.copies.get(entry_key, now)
+        if copy is None:
+            return None
+        found = {entry_key: copy.entry}
+        if copy.marker is not None:
+            found[marker_key] = copy.marker
+        return found
+
     def _read_tracked(
         self, entry_key: str, marker_key: str, counter_key: str | None
     ) -> dict[str, Any]:
         entry_name = self.entry_name(entry_key)
         tracked = self._tracked_for(entry_name)
         now = time.monotonic()
-        if tracked.poll(now):
-            copy = self.copies.get(entry_key, now)
-            if copy is not None:
-                found = {entry_key: copy.entry}
-                if copy.marker is not None:
-                    found[marker_key] = copy.marker
-                return found
+        copied = self._copied(entry_key, marker_key, tracked, now)
+        if copied is not None:
+            return copied
         marker_name = entry_name + ":a"
         commands: list[tuple[Any, ...]] = [
             ("MGET", entry_name, marker_name),
@@ -207,6 +254,24 @@ class RedisStore(Store):
 
             return to_master
         return _resp3(self.client.connection_pool)
+
+    def _async_client(self) -> Any:
+        """Return a redis.asyncio client like ``self.client`` (one per event loop: ``PerLoop``)."""
+        if self.sentinel is not None:
+            from redis.asyncio.sentinel import Sentinel
+
+            sentinel_options = self.config.get("SENTINEL_OPTIONS", {})
+            sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py: untyped
+                self.config["SENTINELS"], sentinel_kwargs=sentinel_options, **self.redis_options
+            )
+            return sentinel.master_for(self.config["SERVICE_NAME"])
+        if self.cluster:
+            from redis.asyncio.cluster import RedisCluster
+
+            return RedisCluster.from_url(self.config["URL"], **self.redis_options)
+        import redis.asyncio
+
+        return redis.asyncio.Redis.from_url(self.config["URL"], **self.redis_options)
 
     def get_many(self, keys: list[str]) -> dict[str, Any]:
         names = [self.name(key) for key in keys]

@@ -189,19 +189,28 @@ def authenticate_token(
     database is asked again. ``record_activity`` writes ``last_online`` / ``last_ip`` (at most
     once per interval); without it, idleness is decided from the database.
     """
-    if not is_well_formed_token(token) and not (
-        session_settings.ACCEPT_LEGACY_TOKENS and is_legacy_token(token)
-    ):
-        raise errors.InvalidToken()
-    digest = hash_data(token)
-    return _authenticate(
-        cache.token_key(digest),
-        {"key": digest},
+    entry_key, lookup = token_lookup(token)
+    return authenticate_entry(
+        entry_key,
+        lookup,
         client,
         user_agent_check,
         record_activity=record_activity,
         guard_guessing=True,
     )
+
+
+def token_lookup(token: str) -> tuple[str, dict[str, Any]]:
+    """Return ``(cache key, row lookup)`` of a raw opaque token, or raise :class:`InvalidToken`.
+
+    A token of the wrong shape is refused here, before any cache or database access.
+    """
+    if not is_well_formed_token(token) and not (
+        session_settings.ACCEPT_LEGACY_TOKENS and is_legacy_token(token)
+    ):
+        raise errors.InvalidToken()
+    digest = hash_data(token)
+    return cache.token_key(digest), {"key": digest}
 
 
 def parse_session_id(session_id: Any) -> uuid.UUID:
@@ -229,15 +238,21 @@ def authenticate_session_id(
     ``owner`` is part of the lookup: a session of any other user is not found (refused as an
     unknown credential, before any rule runs, so it is neither suspended nor touched).
     """
-    parsed = parse_session_id(session_id)
-    return _authenticate(
-        cache.session_key(parsed),
-        {"pk": parsed},
+    entry_key, lookup = session_id_lookup(session_id)
+    return authenticate_entry(
+        entry_key,
+        lookup,
         client,
         user_agent_check,
         record_activity=record_activity,
         owner=owner,
     )
+
+
+def session_id_lookup(session_id: Any) -> tuple[str, dict[str, Any]]:
+    """Return ``(cache key, row lookup)`` of a session id, or raise (:func:`parse_session_id`)."""
+    parsed = parse_session_id(session_id)
+    return cache.session_key(parsed), {"pk": parsed}
 
 
 def owned_by(user: Any, owner: Owner | None) -> bool:
@@ -248,7 +263,7 @@ def owned_by(user: Any, owner: Owner | None) -> bool:
     return value is not None and str(value) == str(getattr(user, field, None))
 
 
-def _authenticate(
+def authenticate_entry(
     entry_key: str,
     lookup: dict[str, Any],
     client: Client,
@@ -257,20 +272,28 @@ def _authenticate(
     record_activity: bool,
     guard_guessing: bool = False,
     owner: Owner | None = None,
+    read: tuple[datetime, cache.Lookup] | None = None,
 ) -> tuple[AbstractBaseUser, UserSession]:
-    now, ip = timezone.now(), client.ip
+    """Return ``(user, session)`` for the session under ``entry_key`` / ``lookup``, or raise.
+
+    The one path of both entry points (and of :mod:`nilva_session.aio`, which passes ``read``:
+    ``(now, cache.Lookup)``, the cache read it made already). A usable copy that needs nothing
+    written (:func:`served_from_copy`) is the warm path; anything else is decided here, with
+    the database.
+    """
+    now = timezone.now() if read is None else read[0]
+    ip = client.ip
     failures_key = guessing.counter_key(ip, now) if guard_guessing else None
-    digest = lookup.get("key")
-    cached = cache.lookup(entry_key, lambda entry: codec.unpack(entry, digest), failures_key)
-    found, marker, failures = cached.found, cached.marker, cached.counter
-    if found is not None and session_settings.SLIDING_EXPIRY and found[0].is_expired_at(now):
-        found = None  # the copy may predate a sliding extension: the database decides
-    if found is not None and not record_activity and session_settings.IDLE_TIMEOUT is not None:
-        found = None  # idleness is settled by the activity write: without it, the database
+    cached = cache.lookup(entry_key, decoder(lookup), failures_key) if read is None else read[1]
+    found = usable_copy(cached.found, now, record_activity=record_activity)
+    if found is not None and served_from_copy(
+        *found, client, cached.marker, now, user_agent_check, owner, record_activity
+    ):
+        return authenticated(client, *found)
     if found is not None:
         session, user = found
     else:
-        guessing.check(failures, now)
+        guessing.check(cached.counter, now)
         try:
             session = UserSession.objects.select_related("user").get(**lookup)
         except UserSession.DoesNotExist:
@@ -292,11 +315,65 @@ def _authenticate(
     if record_activity:
         # Before the fill, so the copy carries the IP this request binds (BIND_IP) and is
         # never made of a session the activity write finds idle.
-        _record_activity(session, entry_key, marker, ip, now)
-    if client.request is not None:
-        setattr(getattr(client.request, "_request", client.request), REQUEST_ATTRIBUTE, session)
+        _record_activity(session, entry_key, cached.marker, ip, now)
+    authenticated(client, session, user)
     if cached.fillable:
         _fill_cache(entry_key, session, user, now)
+    return user, session
+
+
+def decoder(lookup: dict[str, Any]) -> Callable[[Any], Any]:
+    """Return the cache entry decoder for a row lookup (entries by digest omit the digest)."""
+    digest = lookup.get("key")
+    return lambda entry: codec.unpack(entry, digest)
+
+
+def usable_copy(
+    found: tuple[UserSession, AbstractBaseUser] | None, now: datetime, *, record_activity: bool
+) -> tuple[UserSession, AbstractBaseUser] | None:
+    """Return the cached ``(session, user)`` if a copy may stand in for the row, or None (pure)."""
+    if found is None:
+        return None
+    if session_settings.SLIDING_EXPIRY and found[0].is_expired_at(now):
+        return None  # the copy may predate a sliding extension: the database decides
+    if not record_activity and session_settings.IDLE_TIMEOUT is not None:
+        return None  # idleness is settled by the activity write: without it, the database
+    return found
+
+
+def served_from_copy(
+    session: UserSession,
+    user: AbstractBaseUser,
+    client: Client,
+    marker: Any,
+    now: datetime,
+    user_agent_check: UserAgentCheck | None,
+    owner: Owner | None,
+    record_activity: bool,
+) -> bool:
+    """Return True if a cached copy authenticates as it is: every rule holds and nothing is
+    to be written (pure; the warm path of the sync and the async entry points alike).
+
+    False is no refusal: the full path decides (and refuses, logs, writes) with the database.
+    A project's own user-agent rule (an overridden ``check_user_agent``) always takes it.
+    """
+    if user_agent_check not in (None, check_user_agent) or not owned_by(user, owner):
+        return False
+    if refusal_of(session, user, now, from_database=False) is not None:
+        return False
+    if client.known and not (
+        user_agent_unchanged(session, client.user_agent) and ip_binding_holds(session, client.ip)
+    ):
+        return False
+    return not (record_activity and activity_due(session, marker, client.ip, now))
+
+
+def authenticated(
+    client: Client, session: UserSession, user: AbstractBaseUser
+) -> tuple[AbstractBaseUser, UserSession]:
+    """Attach ``session`` to the client's request (``current_session``); return the pair."""
+    if client.request is not None:
+        setattr(getattr(client.request, "_request", client.request), REQUEST_ATTRIBUTE, session)
     return user, session
 
 
@@ -359,15 +436,28 @@ def check_session(
     ``last_online`` comes from the database; a cached copy's idleness is decided by the
     conditional activity UPDATE instead.
     """
-    if not session.is_active:
-        raise errors.SessionEnded()
-    refusal = lapse(session, now, with_idle=from_database)
-    if refusal is errors.SessionExpired:
-        raise refusal()
-    if not getattr(user, "is_active", True):
-        raise errors.UserInactive()
-    if refusal is errors.SessionIdle:
+    refused = refusal_of(session, user, now, from_database=from_database)
+    if refused is errors.SessionIdle:
         _end_idle(session, now)
+    if refused is not None:
+        raise refused()
+
+
+def refusal_of(
+    session: UserSession, user: AbstractBaseUser, now: datetime, *, from_database: bool = True
+) -> type[errors.SessionRefused] | None:
+    """Return the refusal :func:`check_session` raises for ``session`` at ``now``, or None (pure).
+
+    In order: ended, expired, user inactive, idle (judged only ``from_database``).
+    """
+    if not session.is_active:
+        return errors.SessionEnded
+    lapsed = lapse(session, now, with_idle=from_database)
+    if lapsed is errors.SessionExpired:
+        return lapsed
+    if not getattr(user, "is_active", True):
+        return errors.UserInactive
+    return lapsed
 
 
 def _end_idle(session: UserSession, now: datetime) -> None:
@@ -383,11 +473,12 @@ def check_user_agent(session: UserSession, request: Any) -> None:
     In ``"family"`` mode a new version of the same browser, OS and device is accepted and
     becomes the stored user agent.
     """
-    mode = session_settings.USER_AGENT_CHECK
     current = clients.user_agent(request)
-    if mode == "off" or current == session.user_agent:
+    if user_agent_unchanged(session, current):
         return
-    if mode == "family" and clients.same_family(session.user_agent, current):
+    if session_settings.USER_AGENT_CHECK == "family" and clients.same_family(
+        session.user_agent, current
+    ):
         UserSession.objects.filter(pk=session.pk, is_active=True).update(user_agent=current)
         cache.bar_sessions([(session.pk, session.key)])
         session.user_agent = current
@@ -401,11 +492,21 @@ def check_user_agent(session: UserSession, request: Any) -> None:
 
 def check_ip_binding(session: UserSession, ip: str | None, request: Any) -> None:
     """With ``BIND_IP``, suspend a session whose client IP differs from its last one."""
-    if not session_settings.BIND_IP or ip == session.last_ip or session.last_ip is None:
+    if ip_binding_holds(session, ip):
         return
     detail = f"Client IP changed from {session.last_ip} to {ip or 'unknown'}."
     suspend(session, EndReason.IP_CHANGED, detail, request)
     raise errors.ClientAddressChanged()
+
+
+def user_agent_unchanged(session: UserSession, current: str | None) -> bool:
+    """Return True if ``USER_AGENT_CHECK`` has nothing to say about ``current`` (pure)."""
+    return session_settings.USER_AGENT_CHECK == "off" or current == session.user_agent
+
+
+def ip_binding_holds(session: UserSession, ip: str | None) -> bool:
+    """Return True unless ``BIND_IP`` is on and ``ip`` is not the session's last one (pure)."""
+    return not session_settings.BIND_IP or ip == session.last_ip or session.last_ip is None
 
 
 def _slid_expiry(session: UserSession, now: datetime) -> datetime | None:
@@ -433,10 +534,7 @@ def _record_activity(
     request's write is pending, or it lost the race to claim) asks the database whether the
     session is idle. A burst of requests on an idle session is refused as a whole.
     """
-    interval = session_settings.LAST_ONLINE_UPDATE_INTERVAL
-    if marker == cache.activity_marker(ip):
-        return  # this IP's activity was written, and found the session live, within the interval
-    if marker is None and ip == session.last_ip and now - session.last_online < interval:
+    if not activity_due(session, marker, ip, now):
         return
     idle = session_settings.IDLE_TIMEOUT
     still_live = live(UserSession.objects.filter(pk=session.pk), now)
@@ -458,6 +556,14 @@ def _record_activity(
     session.last_online, session.last_ip = now, ip
     if expiry is not None:
         session.expire_at = expiry
+
+
+def activity_due(session: UserSession, marker: Any, ip: str | None, now: datetime) -> bool:
+    """Return True if a request from ``ip`` at ``now`` has activity to write (pure)."""
+    if marker == cache.activity_marker(ip):
+        return False  # this IP's activity was written, and found the session live, recently
+    interval = session_settings.LAST_ONLINE_UPDATE_INTERVAL
+    return not (marker is None and ip == session.last_ip and now - session.last_online < interval)
 
 
 def _claim_activity(entry_key: str, marker: Any, ip: str | None, *, pending: bool) -> bool:

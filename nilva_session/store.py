@@ -12,10 +12,12 @@ Every method may raise: ``cache.safely`` turns a failure into a miss (the databa
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.core.cache import BaseCache, caches
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from django.core.signals import setting_changed
@@ -46,6 +48,13 @@ class Store:
             [entry_key, marker_key] if counter_key is None else [entry_key, marker_key, counter_key]
         )
         return self.get_many(keys)
+
+    async def aread_session(
+        self, entry_key: str, marker_key: str, counter_key: str | None
+    ) -> dict[str, Any]:
+        """:meth:`read_session` for the event loop; this default runs it in a worker thread."""
+        read = sync_to_async(self.read_session, thread_sensitive=False)
+        return await read(entry_key, marker_key, counter_key)
 
     def get_many(self, keys: list[str]) -> dict[str, Any]:
         raise NotImplementedError
@@ -93,6 +102,14 @@ class DjangoCacheStore(Store):
     def get_many(self, keys: list[str]) -> dict[str, Any]:
         return _get_many(self.backend())(keys)
 
+    async def aread_session(
+        self, entry_key: str, marker_key: str, counter_key: str | None
+    ) -> dict[str, Any]:
+        keys = (
+            [entry_key, marker_key] if counter_key is None else [entry_key, marker_key, counter_key]
+        )
+        return await _aget_many(self.backend())(keys)
+
     def set_many(self, values: Mapping[str, Any], timeout: int) -> list[str]:
         return list(self.backend().set_many(dict(values), timeout) or [])
 
@@ -129,13 +146,20 @@ def _get_many(backend: BaseCache) -> Callable[[list[str]], dict[str, Any]]:
     only while neither the backend's class nor this instance replaces ``get_many`` (a subclass,
     a test spy, a mock): then the replacement is called, as before.
     """
+    reader = _own_reader(backend, _READER, _reused_client_get_many)
+    return backend.get_many if reader is None else reader
+
+
+def _own_reader(backend: BaseCache, attribute: str, make: Callable[[BaseCache], Any]) -> Any:
+    """Return the reader ``make`` built for ``backend`` (once, kept on it), or None when there
+    is none or the backend's ``get_many`` is not ``RedisCache``'s own (then it is called)."""
     state = backend.__dict__
-    reader: Any = state.get(_READER)
+    reader: Any = state.get(attribute)
     if reader is None:
-        reader = state[_READER] = _reused_client_get_many(backend) or False
+        reader = state[attribute] = make(backend) or False
     if reader and "get_many" not in state and type(backend).get_many is RedisCache.get_many:
-        return reader  # type: ignore[no-any-return]
-    return backend.get_many
+        return reader
+    return None
 
 
 def _reused_client_get_many(backend: BaseCache) -> Callable[[list[str]], dict[str, Any]] | None:
@@ -173,6 +197,81 @@ def _reused_client_get_many(backend: BaseCache) -> Callable[[list[str]], dict[st
         return {k: loads(v) for k, v in zip(keys, values, strict=False) if v is not None}
 
     return get_many
+
+
+_ASYNC_READER = "_nilva_session_aget_many"
+
+
+def _aget_many(backend: BaseCache) -> Callable[[list[str]], Awaitable[dict[str, Any]]]:
+    """Return the ``aget_many`` to read ``backend`` with on the event loop.
+
+    Django's ``RedisCache`` has no async client of its own (its ``aget_many`` is ``get_many`` in
+    a worker thread): it is read with redis.asyncio (``_redis_asyncio_get_many``) under the same
+    conditions as ``_get_many``'s reader. Any other backend: its own ``aget_many``.
+    """
+    reader = _own_reader(backend, _ASYNC_READER, _redis_asyncio_get_many)
+    return backend.aget_many if reader is None else reader
+
+
+class PerLoop:
+    """One value per running event loop: redis.asyncio clients are bound to the loop they run in."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+        self.values: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}
+        self.lock = threading.Lock()
+
+    def get(self) -> Any:
+        loop = asyncio.get_running_loop()
+        held = self.values.get(id(loop))
+        if held is not None and held[0] is loop:
+            return held[1]
+        with self.lock:  # a new loop (tests, async_to_sync): forget the closed ones
+            self.values = {k: v for k, v in self.values.items() if not v[0].is_closed()}
+            value = self.make()
+            self.values[id(loop)] = (loop, value)
+        return value
+
+
+def _redis_asyncio_get_many(
+    backend: BaseCache,
+) -> Callable[[list[str]], Awaitable[dict[str, Any]]] | None:
+    """``RedisCache.get_many`` through redis.asyncio: the same keys, servers, options, MGET and
+    deserializer (see ``_reused_client_get_many``); None when the backend's client, pool or
+    parser class is not Django's and redis-py's own (only those have async twins)."""
+    if not isinstance(backend, RedisCache):
+        return None
+    try:
+        import redis
+        import redis.asyncio
+
+        client: Any = backend._cache  # private parts, as in _reused_client_get_many
+        options = dict(client._pool_options)
+        if (
+            type(client).get_many is not RedisCacheClient.get_many
+            or client._pool_class is not redis.ConnectionPool
+            or options.pop("parser_class", None) is not redis.connection.DefaultParser
+        ):
+            return None
+        servers, pick_index = list(client._servers), client._get_connection_pool_index
+        make_key, loads = backend.make_key, client._serializer.loads
+    except Exception:  # redis-py missing, internals renamed: the backend's own aget_many
+        return None
+
+    def clients() -> dict[int, Any]:
+        return {}
+
+    per_loop = PerLoop(clients)
+
+    async def aget_many(keys: list[str]) -> dict[str, Any]:
+        index, pools = pick_index(False), per_loop.get()
+        redis_client = pools.get(index)
+        if redis_client is None:
+            redis_client = pools[index] = redis.asyncio.Redis.from_url(servers[index], **options)
+        values = await redis_client.mget([make_key(key) for key in keys])
+        return {k: loads(v) for k, v in zip(keys, values, strict=False) if v is not None}
+
+    return aget_many
 
 
 _lock = threading.Lock()
