@@ -86,34 +86,37 @@ class Gunicorn:
         self.stderr_log = log_dir / "stderr.log"  # what the app logs (the demo logs to stderr)
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "demo.wsgi",
+            "-w",
+            str(self.workers),
+            "--threads",
+            str(self.threads),
+            "-b",
+            f"127.0.0.1:{self.port}",
+            "--max-requests",
+            "0",
+            "--timeout",
+            "60",
+            "--graceful-timeout",
+            "3",
+            "--no-control-socket",  # the default path is shared by every gunicorn here
+            "--access-logfile",
+            str(self.access_log),
+            "--access-logformat",
+            ACCESS_LOG_FORMAT,
+            "--error-logfile",
+            str(self.error_log),
+        ]
+
     def start(self) -> None:
         with self.stderr_log.open("ab") as stderr:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "demo.wsgi",
-                    "-w",
-                    str(self.workers),
-                    "--threads",
-                    str(self.threads),
-                    "-b",
-                    f"127.0.0.1:{self.port}",
-                    "--max-requests",
-                    "0",
-                    "--timeout",
-                    "60",
-                    "--graceful-timeout",
-                    "3",
-                    "--no-control-socket",  # the default path is shared by every gunicorn here
-                    "--access-logfile",
-                    str(self.access_log),
-                    "--access-logformat",
-                    ACCESS_LOG_FORMAT,
-                    "--error-logfile",
-                    str(self.error_log),
-                ],
+                self.command(),
                 cwd=EXAMPLE_DIR,
                 env=self.env,
                 stdout=subprocess.DEVNULL,
@@ -123,14 +126,15 @@ class Gunicorn:
 
         def answering() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
-                pytest.fail(f"gunicorn exited with {self.proc.returncode}:\n{self.errors()}")
+                name = self.command()[2]
+                pytest.fail(f"{name} exited with {self.proc.returncode}:\n{self.errors()}")
             return call(self.port, "GET", "/api/whoami/", timeout=2).status == 401
 
-        wait_until(answering, 60, interval=0.2, what="gunicorn to answer")
+        wait_until(answering, 60, interval=0.2, what=f"{self.command()[2]} to answer")
 
     def errors(self) -> str:
         try:
-            return self.error_log.read_text()[-5000:]
+            return (self.error_log.read_text() + self.app_log())[-5000:]
         except FileNotFoundError:
             return ""
 
@@ -180,6 +184,31 @@ class Gunicorn:
             by_pid.setdefault(pid, {}).setdefault(status, 0)
             by_pid[pid][status] += 1
         return by_pid
+
+
+class Uvicorn(Gunicorn):
+    """``python -m uvicorn demo.asgi:application --workers N``: the demo under an ASGI server.
+
+    uvicorn logs to stderr (``app_log``); its access log carries no worker pid, so the tests
+    that must name a worker run one server per worker, each on its own port.
+    """
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "demo.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+            "--no-access-log",
+            "--timeout-graceful-shutdown",
+            "3",
+        ]
 
 
 @dataclass
