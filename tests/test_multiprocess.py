@@ -13,9 +13,6 @@ that all four workers served the session before the end and refused it after.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -33,20 +30,13 @@ from .support.processes import (
     Reply,
     burst,
     call,
+    demo_environment,
     statuses,
 )
 from .support.services import (
-    EXAMPLE_DIR,
-    ROOT,
     SERVICES,
-    native_store,
-    pg_url,
-    private_redis_url,
     redis_cluster,
     redis_server,
-    require_redis,
-    scratch_database,
-    uses_django_redis,
     wait_until,
 )
 
@@ -70,52 +60,10 @@ class Demo:
         return self.server.port
 
 
-def _run(env: dict[str, str], *args: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "example/manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert result.returncode == 0, f"manage.py {args[0]} failed:\n{result.stdout}\n{result.stderr}"
-
-
 @pytest.fixture(scope="module")
 def demo_env():
     """A migrated PostgreSQL database of our own with the test users; the workers' env."""
-    import redis
-
-    redis_url = private_redis_url()
-    require_redis(redis_url)
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()  # our own db number: forget earlier runs' login throttles
-    client.close()
-    with scratch_database() as name:
-        env = {
-            **os.environ,
-            "DATABASE_URL": pg_url(name),
-            "REDIS_URL": redis_url,
-            "DJANGO_DEBUG": "0",
-            "DEMO_REDIS_STORE": "1" if native_store() else "",
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "PYTHONPATH": os.pathsep.join([str(EXAMPLE_DIR), str(ROOT)]),
-            # pytest-django exported tests.settings_services; the workers run the demo project.
-            "DJANGO_SETTINGS_MODULE": "tests.support.demo_settings_django_redis"
-            if uses_django_redis()
-            else "demo.settings",
-        }
-        _run(env, "migrate", "--noinput", "-v", "0")
-        create = "; ".join(
-            [
-                "from django.contrib.auth import get_user_model",
-                "U = get_user_model()",
-                f"[U.objects.create_user(n, password={PASSWORD!r}) for n in {USERS!r}]",
-            ]
-        )
-        _run(env, "shell", "-c", create)
+    with demo_environment(USERS, PASSWORD) as env:
         yield env
 
 

@@ -10,21 +10,84 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .services import EXAMPLE_DIR, free_port, wait_until
+from .services import (
+    EXAMPLE_DIR,
+    ROOT,
+    free_port,
+    native_store,
+    pg_url,
+    private_redis_url,
+    require_redis,
+    scratch_database,
+    uses_django_redis,
+    wait_until,
+)
 
 USER_AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/120.0.0.0 Safari/537.36"
 )
 ACCESS_LOG_FORMAT = "%(p)s %(s)s %(q)s"
+
+
+def manage(env: dict[str, str], *args: str) -> None:
+    """Run ``example/manage.py`` with ``env``; fail the test with its output if it fails."""
+    result = subprocess.run(
+        [sys.executable, "example/manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, f"manage.py {args[0]} failed:\n{result.stdout}\n{result.stderr}"
+
+
+@contextmanager
+def demo_environment(users: Iterable[str], password: str) -> Iterator[dict[str, str]]:
+    """Yield the env of demo server processes: a migrated PostgreSQL database of their own
+    (dropped after) with ``users``, and the suite's private Redis database (flushed first)."""
+    import redis
+
+    redis_url = private_redis_url()
+    require_redis(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()  # our own db number: forget earlier runs' login throttles
+    client.close()
+    with scratch_database() as name:
+        env = {
+            **os.environ,
+            "DATABASE_URL": pg_url(name),
+            "REDIS_URL": redis_url,
+            "DJANGO_DEBUG": "0",
+            "DEMO_REDIS_STORE": "1" if native_store() else "",
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "PYTHONPATH": os.pathsep.join([str(EXAMPLE_DIR), str(ROOT)]),
+            # pytest-django exported tests.settings_services; the servers run the demo project.
+            "DJANGO_SETTINGS_MODULE": "tests.support.demo_settings_django_redis"
+            if uses_django_redis()
+            else "demo.settings",
+        }
+        manage(env, "migrate", "--noinput", "-v", "0")
+        create = "; ".join(
+            [
+                "from django.contrib.auth import get_user_model",
+                "U = get_user_model()",
+                f"[U.objects.create_user(n, password={password!r}) for n in {list(users)!r}]",
+            ]
+        )
+        manage(env, "shell", "-c", create)
+        yield env
 
 
 @dataclass
