@@ -137,3 +137,27 @@ def signing_clock(monkeypatch):
         state.offset += timedelta(**delta).total_seconds()
 
     return advance
+
+
+class HopCounter:
+    """Counts the worker-thread hops of ``nilva_session.aio`` (its ``sync_to_async`` calls)
+    and makes them."""
+
+    def __init__(self) -> None:
+        self.hops = 0
+
+    def __call__(self, func, *args, **kwargs):
+        from asgiref.sync import sync_to_async
+
+        self.hops += 1
+        return sync_to_async(func, *args, **kwargs)
+
+
+@pytest.fixture
+def hops(monkeypatch):
+    """``hops.hops``: how many times the async entry points handed a request to a thread."""
+    from nilva_session import aio
+
+    counter = HopCounter()
+    monkeypatch.setattr(aio, "sync_to_async", counter)
+    return counter

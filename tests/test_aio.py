@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 
 from nilva_session import aio, cache, sessions, store
@@ -23,24 +23,6 @@ from .support.doubles import nilva_settings
 from .support.services import DJANGO_CACHE_ONLY, SERVICES, native_store, services_active
 
 IP = "203.0.113.7"
-
-
-class HopCounter:
-    """Counts the worker-thread hops of ``aio`` (its ``sync_to_async`` calls) and makes them."""
-
-    def __init__(self) -> None:
-        self.hops = 0
-
-    def __call__(self, func, *args, **kwargs):
-        self.hops += 1
-        return sync_to_async(func, *args, **kwargs)
-
-
-@pytest.fixture
-def hops(monkeypatch):
-    counter = HopCounter()
-    monkeypatch.setattr(aio, "sync_to_async", counter)
-    return counter
 
 
 def client_of(ua: str = DESKTOP_UA, ip: str = IP) -> sessions.Client:

@@ -1,3 +1,5 @@
+import importlib.util
+
 from django.apps import apps
 from django.contrib import admin
 from django.urls import include, path
@@ -27,6 +29,12 @@ urlpatterns = [
     path("api/sessions/", include("nilva_session.urls")),
     path("api/whoami/", WhoAmI.as_view(), name="whoami"),
 ]
+
+# An adrf async view, when adrf is installed (the [async] extra).
+if importlib.util.find_spec("adrf") is not None:
+    from demo.async_views import AsyncWhoAmI
+
+    urlpatterns.append(path("api/async/whoami/", AsyncWhoAmI.as_view(), name="async-whoami"))
 
 # OpenAPI, when drf-spectacular is installed (demo/settings.py adds it): the schema and, with
 # drf-spectacular-sidecar, Swagger UI with its assets served from this server.
