@@ -8,6 +8,9 @@ the server tests run the demo under ``uvicorn demo.asgi:application --workers 2`
 from __future__ import annotations
 
 import pytest
+
+pytest.importorskip("adrf", reason="adrf is not installed (the [async] extra)")
+
 from adrf.views import APIView
 from django.urls import include, path
 from rest_framework.response import Response

@@ -242,6 +242,25 @@ def test_the_installed_wheel_is_what_python_imports(installed, tmp_path):
     assert not any(entry and Path(entry).resolve().is_relative_to(ROOT) for entry in found["path"])
 
 
+def test_the_plain_install_has_none_of_the_integrations_packages(installed, tmp_path, dists):
+    """``pip install nilva-session`` brings no adrf, Ninja or Channels; each is an extra."""
+    probe = (
+        "import importlib.util, json;"
+        "print(json.dumps([n for n in ('adrf', 'ninja', 'channels', 'channels_redis', 'daphne')"
+        " if importlib.util.find_spec(n)]))"
+    )
+    assert json.loads(run([str(installed), "-c", probe], cwd=tmp_path, timeout=60)) == []
+    _sdist, wheel = dists
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = archive.read(f"nilva_session-{pyproject_version()}.dist-info/METADATA").decode()
+    for extra, requirement in (
+        ("async", "adrf>=0.1.9"),
+        ("ninja", "django-ninja>=1.3"),
+        ("channels", "channels>=4.1"),
+    ):
+        assert f'Requires-Dist: {requirement}; extra == "{extra}"' in metadata
+
+
 def manage(installed: Path, demo: Path, *args: str) -> str:
     return run([str(installed), "manage.py", *args], cwd=demo, timeout=120)
 
