@@ -119,6 +119,20 @@ class SessionJwtScheme(OpenApiAuthenticationExtension):
         return definition
 
 
+# drf-spectacular names a scheme's component after one class: the adrf classes (subclasses of
+# the above, same header) get schemes of their own, or every view would warn of a collision.
+class AsyncSessionTokenScheme(SessionTokenScheme):
+    target_class = "nilva_session.adrf.AsyncTokenAuthentication"
+    name = "asyncSessionTokenAuth"
+    priority = 1
+
+
+class AsyncSessionJwtScheme(SessionJwtScheme):
+    target_class = "nilva_session.adrf.AsyncJWTAuthentication"
+    name = "asyncSessionJwtAuth"
+    priority = 1
+
+
 # --------------------------------------------------------------------------------------------
 # Bodies
 # --------------------------------------------------------------------------------------------
