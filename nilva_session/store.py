@@ -19,6 +19,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.cache import BaseCache, caches
+from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from django.core.signals import setting_changed
 
@@ -207,10 +208,24 @@ def _aget_many(backend: BaseCache) -> Callable[[list[str]], Awaitable[dict[str, 
 
     Django's ``RedisCache`` has no async client of its own (its ``aget_many`` is ``get_many`` in
     a worker thread): it is read with redis.asyncio (``_redis_asyncio_get_many``) under the same
-    conditions as ``_get_many``'s reader. Any other backend: its own ``aget_many``.
+    conditions as ``_get_many``'s reader; ``LocMemCache`` is read in place (it waits on nothing).
+    Any other backend: its own ``aget_many``.
     """
     reader = _own_reader(backend, _ASYNC_READER, _redis_asyncio_get_many)
-    return backend.aget_many if reader is None else reader
+    if reader is not None:
+        return reader  # type: ignore[no-any-return]
+    if type(backend) is LocMemCache and "get_many" not in backend.__dict__:
+        return _in_memory(backend.get_many)  # no I/O to wait on: no worker thread either
+    return backend.aget_many
+
+
+def _in_memory(
+    get_many: Callable[[list[str]], dict[str, Any]],
+) -> Callable[[list[str]], Awaitable[dict[str, Any]]]:
+    async def aget_many(keys: list[str]) -> dict[str, Any]:
+        return get_many(keys)
+
+    return aget_many
 
 
 class PerLoop:

@@ -278,10 +278,19 @@ def test_djangos_redis_cache_is_read_with_redis_asyncio(user, open_session):
     assert values == store.get_store().read_session(key, cache.activity_key(key), None)
 
 
-def test_other_backends_are_read_with_their_own_aget_many(settings):
-    backend = cache.get_cache()
-    if "redis" in type(backend).__module__ and type(backend).__module__.startswith("django.core"):
-        pytest.skip("Django's RedisCache has the redis.asyncio reader")
+def test_the_local_memory_cache_is_read_on_the_event_loop_itself(db):
+    from django.core.cache.backends.locmem import LocMemCache
+
+    backend = LocMemCache("aio-test", {})
+    backend.set("k", "v")
+    assert async_to_sync(store._aget_many(backend))(["k", "missing"]) == {"k": "v"}
+    assert store._aget_many(backend) != backend.aget_many
+
+
+def test_other_backends_are_read_with_their_own_aget_many():
+    from django.core.cache.backends.dummy import DummyCache
+
+    backend = DummyCache("aio-test", {})
     assert store._aget_many(backend) == backend.aget_many
 
 
