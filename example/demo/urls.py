@@ -45,7 +45,7 @@ if apps.is_installed("drf_spectacular"):
 
     from nilva_session.openapi import AUTHENTICATED_ERRORS
 
-    extend_schema(
+    whoami_schema = extend_schema(
         summary="The user and session behind the credential",
         description="The demo's example of a protected view of your own.",
         tags=["demo"],
@@ -59,9 +59,41 @@ if apps.is_installed("drf_spectacular"):
             ),
             **AUTHENTICATED_ERRORS,
         },
-    )(WhoAmI)
+    )
+    whoami_schema(WhoAmI)
+    if importlib.util.find_spec("adrf") is not None:
+        whoami_schema(AsyncWhoAmI)
     urlpatterns.append(path("api/schema/", SpectacularAPIView.as_view(), name="schema"))
     if apps.is_installed("drf_spectacular_sidecar"):
         urlpatterns.append(
             path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs")
         )
+
+# Django Ninja, when it is installed (the [ninja] extra): the session endpoints under
+# /api/ninja/ (login/, logout/, logout/all/, active/, active/<id>/), an async protected endpoint
+# of your own (/api/ninja/whoami), and Ninja's own OpenAPI schema and docs (/api/ninja/docs).
+if importlib.util.find_spec("ninja") is not None:
+    from ninja import NinjaAPI, Schema
+
+    from nilva_session import ninja as nilva_ninja
+
+    ninja_api = nilva_ninja.install(
+        NinjaAPI(title="nilva-session demo (Django Ninja)", urls_namespace="ninja")
+    )
+    ninja_api.add_router("", nilva_ninja.router)
+
+    class NinjaWhoAmI(Schema):
+        user: str
+        session_id: str
+
+    @ninja_api.get(
+        "whoami",
+        auth=[nilva_ninja.AsyncTokenAuth(), nilva_ninja.AsyncJWTAuth()],
+        response={200: NinjaWhoAmI, 401: nilva_ninja.SessionErrorOut},
+        tags=["demo"],
+    )
+    async def ninja_whoami(request):
+        """The user and session behind the credential, decided on the event loop."""
+        return {"user": request.user.get_username(), "session_id": str(request.auth.pk)}
+
+    urlpatterns.append(path("api/ninja/", ninja_api.urls))
