@@ -113,19 +113,27 @@ def _user_sessions(request: Request) -> UserSessionQuerySet:
     return UserSession.objects.for_user(request.user)
 
 
-def _current_session_id(request: Request) -> uuid.UUID | None:
+def listed_sessions(user: Any) -> UserSessionQuerySet:
+    """Return the sessions ``GET active/`` lists for ``user``: live ones, most recent first."""
+    return UserSession.objects.for_user(user).active().order_by("-last_online", "-created_at")
+
+
+def current_session_id(request: Request) -> uuid.UUID | None:
+    """Return the id of the session that authenticated ``request``, or None."""
     session = sessions.current_session(request)
     return session.pk if session is not None else None
 
 
-def _require_session(request: Request) -> UserSession:
+def require_session(request: Request) -> UserSession:
+    """Return the session that authenticated ``request``, or raise 403 ``no_session``."""
     session = sessions.current_session(request)
     if session is None:
         raise errors.NoSession()
     return session
 
 
-def _parse_session_id(value: str) -> uuid.UUID | None:
+def parse_session_id(value: str) -> uuid.UUID | None:
+    """Return ``value`` as a session id, or None when it is not one."""
     try:
         return uuid.UUID(value)
     except (ValueError, AttributeError, TypeError):
@@ -153,7 +161,7 @@ class LogoutApi(SessionAPIView):
     permission_classes = [IsAuthenticated]
 
     def post(self, request: Request) -> Response:
-        sessions.revoke([_require_session(request)], EndReason.LOGOUT)
+        sessions.revoke([require_session(request)], EndReason.LOGOUT)
         user_logged_out.send(
             sender=request.user.__class__, request=request._request, user=request.user
         )
@@ -184,9 +192,9 @@ class ListDestroyActiveSessionsApi(SessionAPIView):
     permission_classes = [IsAuthenticated]
 
     def get(self, request: Request) -> Response:
-        queryset = _user_sessions(request).active().order_by("-last_online", "-created_at")
+        queryset = listed_sessions(request.user)
         serializer = SessionSerializer(
-            queryset, many=True, context={"current_session_id": _current_session_id(request)}
+            queryset, many=True, context={"current_session_id": current_session_id(request)}
         )
         return Response(serializer.data)
 
@@ -209,7 +217,7 @@ class ListDestroyActiveSessionsApi(SessionAPIView):
             raise errors.InvalidParameter(message % {"limit": MAX_IDS_PER_DELETE})
         ids = []
         for raw in raw_ids:
-            parsed = _parse_session_id(raw)
+            parsed = parse_session_id(raw)
             if parsed is None:
                 shown = raw if len(raw) <= 40 else raw[:40] + "…"
                 raise errors.InvalidParameter(
@@ -220,7 +228,7 @@ class ListDestroyActiveSessionsApi(SessionAPIView):
             sessions.revoke(_user_sessions(request).filter(pk__in=ids), EndReason.REVOKED)
         else:
             others = _user_sessions(request)
-            current_id = _current_session_id(request)
+            current_id = current_session_id(request)
             if current_id is not None:
                 others = others.exclude(pk=current_id)
             sessions.revoke(others, EndReason.REVOKED)
@@ -236,7 +244,7 @@ class SessionHistoryApi(SessionAPIView):
     def get(self, request: Request) -> Response:
         queryset = _user_sessions(request).order_by("-created_at")[: self.limit]
         serializer = SessionSerializer(
-            queryset, many=True, context={"current_session_id": _current_session_id(request)}
+            queryset, many=True, context={"current_session_id": current_session_id(request)}
         )
         return Response(serializer.data)
 
@@ -252,7 +260,7 @@ class ReauthenticateApi(SessionAPIView):
     throttle_classes = [LoginIPThrottle, ReauthenticationUserThrottle]
 
     def post(self, request: Request) -> Response:
-        session = _require_session(request)
+        session = require_session(request)
         serializer = ReauthenticateSerializer(
             data=request.data, context={"request": request, "session": session}
         )
@@ -281,7 +289,7 @@ class RotateTokenApi(SessionAPIView):
     permission_classes = [IsAuthenticated, RecentlyAuthenticated]
 
     def post(self, request: Request) -> Response:
-        session = _require_session(request)
+        session = require_session(request)
         if not isinstance(request.auth, UserSession):
             raise errors.RotationNotSupported()
         token = sessions.rotate_token(session, request)
@@ -294,7 +302,7 @@ class SessionDetailApi(SessionAPIView):
     permission_classes = [IsAuthenticated]
 
     def _get_session(self, request: Request, session_id: str) -> UserSession:
-        parsed = _parse_session_id(session_id)
+        parsed = parse_session_id(session_id)
         session = _user_sessions(request).filter(pk=parsed).first() if parsed else None
         if session is None:
             raise exceptions.NotFound()
@@ -302,7 +310,7 @@ class SessionDetailApi(SessionAPIView):
 
     def get(self, request: Request, session_id: str) -> Response:
         session = self._get_session(request, session_id)
-        context = {"current_session_id": _current_session_id(request)}
+        context = {"current_session_id": current_session_id(request)}
         return Response(SessionSerializer(session, context=context).data)
 
     def delete(self, request: Request, session_id: str) -> Response:

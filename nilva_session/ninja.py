@@ -406,7 +406,7 @@ def _answered(view: ViewT) -> ViewT:
 
 def _require_session(request: HttpRequest) -> UserSession:
     """Return the session that authenticated ``request``, or raise 403 ``no_session``."""
-    return apis._require_session(cast(Request, request))
+    return apis.require_session(cast(Request, request))
 
 
 def _ended(request: HttpRequest) -> HttpResponse:
@@ -486,12 +486,8 @@ def build_router(
     @_answered
     def active(request: HttpRequest) -> Any:
         """The user's active sessions, most recent activity first (as DRF's `active/`)."""
-        queryset = (
-            UserSession.objects.for_user(request.user)
-            .active()
-            .order_by("-last_online", "-created_at")
-        )
-        context = {"current_session_id": apis._current_session_id(cast(Request, request))}
+        queryset = apis.listed_sessions(request.user)
+        context = {"current_session_id": apis.current_session_id(cast(Request, request))}
         return SessionSerializer(queryset, many=True, context=context).data
 
     @router.delete(
@@ -504,7 +500,7 @@ def build_router(
     @_answered
     def end_session(request: HttpRequest, session_id: str) -> HttpResponse:
         """End one session of the user → 204; 404 for an id that is not one of theirs."""
-        parsed = apis._parse_session_id(session_id)
+        parsed = apis.parse_session_id(session_id)
         mine = UserSession.objects.for_user(request.user)
         found = mine.filter(pk=parsed).first() if parsed is not None else None
         if found is None:  # not theirs, or not an id: 404 either way, as DRF's active/<id>/
