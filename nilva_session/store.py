@@ -152,15 +152,42 @@ def _get_many(backend: BaseCache) -> Callable[[list[str]], dict[str, Any]]:
 
 
 def _own_reader(backend: BaseCache, attribute: str, make: Callable[[BaseCache], Any]) -> Any:
-    """Return the reader ``make`` built for ``backend`` (once, kept on it), or None when there
-    is none or the backend's ``get_many`` is not ``RedisCache``'s own (then it is called)."""
+    """Return the reader ``make`` built for ``backend``, or None when there is none or the
+    backend's ``get_many`` is not ``RedisCache``'s own (then it is called).
+
+    One reader per process and configuration, not per backend instance: Django keeps caches
+    per thread and, under ASGI, per request context, so a reader kept on the instance (and its
+    connection) would be built anew for every request.
+    """
     state = backend.__dict__
     reader: Any = state.get(attribute)
     if reader is None:
-        reader = state[attribute] = make(backend) or False
+        shared = _configuration_of(backend, attribute)
+        reader = _readers.get(shared) if shared is not None else None
+        if reader is None:
+            reader = make(backend) or False
+            if shared is not None:
+                reader = _readers.setdefault(shared, reader)
+        state[attribute] = reader
     if reader and "get_many" not in state and type(backend).get_many is RedisCache.get_many:
         return reader
     return None
+
+
+_readers: dict[Any, Any] = {}
+
+
+def _configuration_of(backend: BaseCache, attribute: str) -> Any:
+    """Return what a reader of ``backend`` depends on (None: not one to share)."""
+    if type(backend) is not RedisCache:
+        return None
+    try:
+        client: Any = backend._cache
+        options = repr(sorted(client._pool_options.items(), key=lambda item: item[0]))
+        servers = tuple(client._servers)
+    except Exception:  # internals renamed: a reader per instance, as the readers themselves do
+        return None
+    return (attribute, servers, options, backend.key_prefix, backend.version, backend.key_func)
 
 
 def _reused_client_get_many(backend: BaseCache) -> Callable[[list[str]], dict[str, Any]] | None:
@@ -216,6 +243,9 @@ def _aget_many(backend: BaseCache) -> Callable[[list[str]], Awaitable[dict[str, 
         return reader  # type: ignore[no-any-return]
     if type(backend) is LocMemCache and "get_many" not in backend.__dict__:
         return _in_memory(backend.get_many)  # no I/O to wait on: no worker thread either
+    if type(backend).aget_many is BaseCache.aget_many:
+        # Django's default awaits one aget per key, a worker thread each: one for all of them.
+        return sync_to_async(backend.get_many, thread_sensitive=False)
     return backend.aget_many
 
 
@@ -327,6 +357,8 @@ def reset() -> None:
 def _settings_changed(*, setting: str, **kwargs: Any) -> None:
     if setting in ("NILVA_SESSION", "USER_SESSION", "CACHES"):
         reset()
+    if setting == "CACHES":
+        _readers.clear()
 
 
 setting_changed.connect(_settings_changed, dispatch_uid="nilva_session_store_reset")

@@ -287,11 +287,36 @@ def test_the_local_memory_cache_is_read_on_the_event_loop_itself(db):
     assert store._aget_many(backend) != backend.aget_many
 
 
-def test_other_backends_are_read_with_their_own_aget_many():
+def test_other_backends_are_read_with_one_worker_thread_for_all_keys(monkeypatch):
     from django.core.cache.backends.dummy import DummyCache
 
     backend = DummyCache("aio-test", {})
-    assert store._aget_many(backend) == backend.aget_many
+    reads = []
+    monkeypatch.setattr(backend, "get_many", lambda keys: reads.append(keys) or {})
+    assert async_to_sync(store._aget_many(backend))(["a", "b", "c"]) == {}
+    assert reads == [["a", "b", "c"]]  # one get_many, not one get per key
+
+
+def test_a_backends_own_aget_many_is_respected():
+    from django.core.cache.backends.dummy import DummyCache
+
+    class Native(DummyCache):
+        async def aget_many(self, keys, version=None):
+            return {"own": True}
+
+    backend = Native("aio-test", {})
+    assert async_to_sync(store._aget_many(backend))(["a"]) == {"own": True}
+
+
+def test_the_readers_of_equal_redis_caches_are_one(settings):
+    from django.core.cache.backends.redis import RedisCache
+
+    first = RedisCache("redis://127.0.0.1:6379/3", {})
+    second = RedisCache("redis://127.0.0.1:6379/3", {})
+    other = RedisCache("redis://127.0.0.1:6379/4", {})
+    assert store._aget_many(first) is store._aget_many(second)  # no connection per instance
+    assert store._get_many(first) is store._get_many(second)
+    assert store._aget_many(first) is not store._aget_many(other)
 
 
 @on_services
