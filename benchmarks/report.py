@@ -26,6 +26,11 @@ CONFIG_TITLES = {
     "native": "PostgreSQL + Redis, the native store (REDIS) with tracked copies",
     "native-cluster": "PostgreSQL + a 3-master Redis Cluster, the native store with tracked copies",
 }
+ASYNC_TITLES = {
+    **CONFIG_TITLES,
+    "native": "PostgreSQL + Redis, native store, LOCAL_CACHE on",
+    "native-uncopied": "PostgreSQL + Redis, native store, LOCAL_CACHE off",
+}
 TARGET_CONFIGS = ("redis", "django-redis")
 NATIVE_CONFIGS = ("native", "native-cluster")
 
@@ -363,12 +368,13 @@ def scale_section(scale: dict[str, Any], verdicts: list) -> tuple[str, list[str]
 
 def environment(results: dict[str, Any]) -> str:
     m = results["machine"]
-    first = next(iter(results["configs"].values()), None) or results.get("scale", {})
+    runs = [*results["configs"].values(), *results.get("async", {}).values()]
+    first = next(iter(runs), None) or results.get("scale", {})
     versions = first.get("versions", {})
     servers = sorted(
         {
             v
-            for r in [*results["configs"].values(), results.get("scale", {})]
+            for r in [*runs, results.get("scale", {})]
             for v in (r.get("database_version"), r.get("redis_version"))
             if v
         }
@@ -389,7 +395,228 @@ def environment(results: dict[str, Any]) -> str:
     )
 
 
-def render(results: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
+def _n(value: float) -> str:
+    """A count per operation: whole numbers as such, else two decimals."""
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.2f}"
+
+
+ASYNC_COLUMNS = {
+    "embedded": "SQLite + LocMem",
+    "redis": "PG + RedisCache",
+    "django-redis": "PG + django-redis",
+    "native": "PG + native store, copies",
+    "native-uncopied": "PG + native store, no copies",
+}
+
+
+def _transposed(runs: dict[str, Any], rows: list[tuple[str, Any]]) -> str:
+    """A table with one column per configuration; ``rows``: (label, run's schemes -> cell)."""
+    lines = [
+        "| | " + " | ".join(ASYNC_COLUMNS[c] for c in runs) + " |",
+        "| --- |" + " ---: |" * len(runs),
+    ]
+    for label, cell in rows:
+        lines.append(f"| {label} | " + " | ".join(cell(r["schemes"]) for r in runs.values()) + " |")
+    return "\n".join(lines)
+
+
+def async_core_table(runs: dict[str, Any]) -> str:
+    def median(name: str) -> Any:
+        return lambda r: _us(r[name]["median_us"])
+
+    def ratio(a: str, s: str) -> Any:
+        return lambda r: f"{r[a]['median_us'] / r[s]['median_us']:.2f}"
+
+    def count(key: str, *names: str) -> Any:
+        return lambda r: " / ".join(_n(r[name][key]) for name in names)
+
+    return _transposed(
+        runs,
+        [
+            ("opaque token: `sessions.authenticate_token`, µs", median("core_token_sync")),
+            ("opaque token: `await aio.aauthenticate_token`, µs", median("core_token_async")),
+            ("**async ÷ sync**", ratio("core_token_async", "core_token_sync")),
+            ("JWT: `sessions.authenticate_session_id`, µs", median("core_jwt_sync")),
+            ("JWT: `await aio.aauthenticate_session_id`, µs", median("core_jwt_async")),
+            ("**async ÷ sync**", ratio("core_jwt_async", "core_jwt_sync")),
+            (
+                "worker-thread hops per async call (token / JWT)",
+                count("thread_hops", "core_token_async", "core_jwt_async"),
+            ),
+            (
+                "of them `sync_to_async` in `aio` (token / JWT)",
+                count("aio_hops", "core_token_async", "core_jwt_async"),
+            ),
+            (
+                "DB queries per call (sync / async)",
+                count("db_queries", "core_token_sync", "core_token_async"),
+            ),
+            (
+                "Redis commands per token call (sync / async)",
+                count("redis_sends", "core_token_sync", "core_token_async"),
+            ),
+            (
+                "Redis connections opened per call, any core row",
+                lambda r: _n(max(r[n]["redis_connects"] for n in r if n.startswith("core_"))),
+            ),
+        ],
+    )
+
+
+def async_view_table(runs: dict[str, Any]) -> str:
+    def median(name: str) -> Any:
+        return lambda r: _us(r[name]["median_us"])
+
+    def overhead(name: str) -> Any:
+        return lambda r: _us(r[name]["overhead_us"])
+
+    def ratio(a: str, s: str) -> Any:
+        return lambda r: f"{r[a]['overhead_us'] / r[s]['overhead_us']:.2f}"
+
+    def count(key: str, *names: str) -> Any:
+        return lambda r: " / ".join(_n(r[name][key]) for name in names)
+
+    views = ("asgi_base", "asgi_token", "asgi_jwt", "asgi_adrf_sync_class", "asgi_sync_token")
+    return _transposed(
+        runs,
+        [
+            ("WSGI, DRF view without authentication, µs", median("wsgi_base")),
+            ("+ `UserSessionDBTokenAuthentication`", overhead("wsgi_token")),
+            ("+ `UserSessionDBJwtAuthentication`", overhead("wsgi_jwt")),
+            ("ASGI, adrf view without authentication, µs", median("asgi_base")),
+            ("+ `AsyncTokenAuthentication`", overhead("asgi_token")),
+            ("+ `AsyncJWTAuthentication`", overhead("asgi_jwt")),
+            ("**adrf ÷ DRF, token**", ratio("asgi_token", "wsgi_token")),
+            ("**adrf ÷ DRF, JWT**", ratio("asgi_jwt", "wsgi_jwt")),
+            ("adrf view + the sync token class", overhead("asgi_adrf_sync_class")),
+            ("ASGI, DRF (sync) view + the sync token class", overhead("asgi_sync_token")),
+            (
+                "ASGI: thread hops per request (the five ASGI rows above)",
+                count("thread_hops", *views),
+            ),
+            ("ASGI: `async_to_sync` per request (same rows)", count("loop_reentries", *views)),
+            (
+                "ASGI: Redis connections opened per request (same rows)",
+                count("redis_connects", *views),
+            ),
+            (
+                "WSGI: Redis connections opened per request (no auth / token / JWT)",
+                count("redis_connects", "wsgi_base", "wsgi_token", "wsgi_jwt"),
+            ),
+            (
+                "DB queries per request, any row",
+                lambda r: _n(max(x["db_queries"] for x in r.values())),
+            ),
+            (
+                "counts made over warm operations per row (cold ones left out, all rows)",
+                lambda r: (
+                    f"{next(iter(r.values()))['counted']} "
+                    f"({sum(x.get('cold_left_out', 0) for x in r.values())})"
+                ),
+            ),
+        ],
+    )
+
+
+def async_targets(config: str, run: dict[str, Any], verdicts: list) -> list[str]:
+    r = run["schemes"]
+    core = [r["core_token_async"], r["core_jwt_async"]]
+    base_hops = r["asgi_base"]["thread_hops"]
+    views = [r["asgi_token"], r["asgi_jwt"]]
+    ok = all(x["thread_hops"] == 0 and x["db_queries"] == 0 for x in core) and all(
+        x["thread_hops"] == base_hops and x["db_queries"] == 0 for x in views
+    )
+    return [
+        _verdict(
+            verdicts,
+            f"async {config}",
+            "async warm path: 0 DB queries, 0 worker-thread hops (aio; adrf view beyond the "
+            "handler's own)",
+            ok,
+            f"aio token / JWT {_n(core[0]['thread_hops'])} / {_n(core[1]['thread_hops'])} hops "
+            f"(of them sync_to_async in aio {_n(core[0]['aio_hops'])} / "
+            f"{_n(core[1]['aio_hops'])}), {_n(core[0]['db_queries'])} / "
+            f"{_n(core[1]['db_queries'])} queries; adrf token / JWT "
+            f"{_n(views[0]['thread_hops'])} / {_n(views[1]['thread_hops'])} hops, ASGI without "
+            f"authentication {_n(base_hops)}",
+        )
+    ]
+
+
+def asgi_load_section(loads: dict[str, Any], verdicts: list) -> tuple[str, list[str]]:
+    lines = [
+        "| configuration | server and view | requests/s | p50 ms | p99 ms | non-2xx |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for config, load in loads.items():
+        for row in load["schemes"].values():
+            lines.append(
+                f"| {ASYNC_TITLES[config]} | {row['label']} | {row['rps']:,.0f} "
+                f"| {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['non_2xx']} |"
+            )
+    first = next(iter(loads.values()))
+    note = (
+        f"{first['tool']}, {first['connections']} connections, {first['seconds']} s per scheme "
+        f"(the better of two passes); {first['servers']}."
+    )
+    rows = [row for load in loads.values() for row in load["schemes"].values()]
+    line = _verdict(
+        verdicts,
+        "asgi-load",
+        "gunicorn and uvicorn: every answer 2xx",
+        all(row["non_2xx"] == 0 for row in rows),
+        f"{sum(row['non_2xx'] for row in rows)} non-2xx answers in {len(rows)} wrk runs",
+    )
+    return note + "\n\n" + "\n".join(lines), [line]
+
+
+def async_parts(results: dict[str, Any], verdicts: list) -> tuple[list[str], list[str]]:
+    """Return the Markdown parts of the --async / --asgi-load runs, and their target lines."""
+    parts: list[str] = []
+    target_lines: list[str] = []
+    runs = results.get("async", {})
+    if runs:
+        first = next(iter(runs.values()))
+        parts += [
+            "### Async warm path: the core, in process",
+            "",
+            f"Median µs per call of {first['rounds'] * first['batch']:,} calls per scheme "
+            f"({first['rounds']} interleaved rounds of {first['batch']}); async calls awaited "
+            f"back to back in one running event loop ({first['loop']}).",
+            "",
+            async_core_table(runs),
+            "",
+            "### Async warm path: through a view",
+            "",
+            "Median µs per request of the view without authentication, and what each "
+            "authentication class adds to it (*+*: the row's median minus that handler's "
+            "no-authentication median, from the same interleaved rounds). WSGI: `WSGIHandler`, "
+            "DRF view. ASGI: `ASGIHandler` awaited in the same event loop, adrf view (last "
+            "row: the DRF sync view, which Django runs in a worker thread).",
+            "",
+            async_view_table(runs),
+            "",
+        ]
+        for config, run in runs.items():
+            target_lines += async_targets(config, run, verdicts)
+    if "asgi_load" in results:
+        table, lines = asgi_load_section(results["asgi_load"], verdicts)
+        parts += ["### gunicorn (DRF view) and uvicorn (adrf view) under load", "", table, ""]
+        target_lines += lines
+    return parts, target_lines
+
+
+def render_async(results: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
+    """Return the --async / --asgi-load block of docs/benchmarks.md, and its verdicts."""
+    verdicts: list[dict[str, str]] = []
+    parts, target_lines = async_parts(results, verdicts)
+    parts = [environment(results), "", *parts]
+    if target_lines:
+        parts += ["### PASS / FAIL", "", "```", *target_lines, "```", ""]
+    return "\n".join(parts), verdicts
+
+
+def render(results: dict[str, Any], include_async: bool = True) -> tuple[str, list[dict[str, str]]]:
     verdicts: list[dict[str, str]] = []
     parts = [environment(results), ""]
     target_lines: list[str] = []
@@ -420,6 +647,10 @@ def render(results: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
         table, lines = scale_section(results["scale"], verdicts)
         parts += ["### Scale: PostgreSQL with 1,000,000 session rows", "", table, ""]
         target_lines += lines
+    if include_async:
+        more, lines = async_parts(results, verdicts)
+        parts += more
+        target_lines += lines
     if target_lines:
         parts += ["### PASS / FAIL", "", "```", *target_lines, "```", ""]
     return "\n".join(parts), verdicts
@@ -427,7 +658,7 @@ def render(results: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
 
 def write_docs(path: Path, results: dict[str, Any], text: str, name: str = "results") -> None:
     """Replace the generated block ``name`` of docs/benchmarks.md (between its markers)."""
-    flag = " --busy" if name.endswith("busy") else ""
+    flag = {"results-busy": " --busy", "results-async": " --async-only"}.get(name, "")
     start = f"<!-- {name}:start (written by `bash benchmarks/run{flag} --write-docs`) -->"
     end = f"<!-- {name}:end -->"
     doc = path.read_text() if path.exists() else "# Benchmarks\n"

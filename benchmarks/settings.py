@@ -101,6 +101,9 @@ if os.environ.get("BENCH_STORE") == "native":
         "CLUSTER": os.environ.get("BENCH_STORE_CLUSTER") == "1",
         "KEY_PREFIX": os.environ.get("BENCH_KEY_PREFIX", "nilva-bench") + ":store:",
     }
+    # BENCH_LOCAL_CACHE=0: the native store without copies (one MGET per request).
+    if os.environ.get("BENCH_LOCAL_CACHE") == "0":
+        NILVA_SESSION["LOCAL_CACHE"] = False
 
 SIMPLE_JWT = {
     # Long enough for one benchmark run; everything else is simplejwt's default (HS256).

@@ -1,4 +1,8 @@
-"""One tiny DRF view, mounted once per authentication scheme, plus nilva-session's own API."""
+"""One tiny DRF view, mounted once per authentication scheme, plus nilva-session's own API.
+
+With adrf installed (the ``async`` extra), the same view as an adrf async view under
+``async/`` (``benchmarks/asyncpath.py``, ``benchmarks/asyncload.py``).
+"""
 
 from django.core.cache import caches
 from django.urls import include, path
@@ -56,3 +60,34 @@ urlpatterns = [
     path("floor/cache-get/", CacheGet.as_view()),
     path("api/sessions/", include("nilva_session.urls")),
 ]
+
+try:
+    from adrf.views import APIView as AsyncAPIView
+except ImportError:  # the async rows need adrf; the rest of the benchmark does not
+    AsyncAPIView = None
+
+if AsyncAPIView is not None:
+    from nilva_session.adrf import AsyncJWTAuthentication, AsyncTokenAuthentication
+
+    class AsyncHello(AsyncAPIView):
+        """``{"ok": true}`` from an ``async def`` handler: :class:`Hello` for adrf."""
+
+        async def get(self, request):
+            return Response({"ok": True})
+
+    def aprotected(*authentication_classes):
+        return AsyncHello.as_view(
+            authentication_classes=list(authentication_classes),
+            permission_classes=[IsAuthenticated],
+        )
+
+    urlpatterns += [
+        path(
+            "async/base/",
+            AsyncHello.as_view(authentication_classes=[], permission_classes=[AllowAny]),
+        ),
+        path("async/token/", aprotected(AsyncTokenAuthentication)),
+        path("async/jwt/", aprotected(AsyncJWTAuthentication)),
+        # adrf accepts sync classes too (it calls them in the thread it runs ``initial`` in)
+        path("async/token-sync-class/", aprotected(UserSessionDBTokenAuthentication)),
+    ]

@@ -17,3 +17,8 @@ class NilvaSessionConfig(AppConfig):
         # so importing the module registers them. Without drf-spectacular, nothing happens.
         if importlib.util.find_spec("drf_spectacular") is not None:
             from . import openapi  # noqa: F401
+
+        # Django Channels (the "channels" extra): importing the module connects the receivers
+        # that close an ended session's websockets on every worker, whichever process ends it.
+        if importlib.util.find_spec("channels") is not None:
+            from . import channels  # noqa: F401

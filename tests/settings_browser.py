@@ -24,6 +24,10 @@ STATIC_URL = "/static/"
 # the sessions show different (documentation-range) IP addresses, as real devices would.
 NILVA_SESSION = {**NILVA_SESSION, "TRUSTED_PROXY_COUNT": 1}
 
+# The websocket test serves the demo over ASGI in this process (demo/asgi.py): one process,
+# so the in-memory channel layer carries the end of a session to its socket.
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
 # Playwright's sync API keeps an asyncio event loop running in the test's thread, which makes
 # Django refuse ORM calls from the test body and from the database fixtures' teardown
 # ("You cannot call this from an async context"). The test code is synchronous; allow it.

@@ -18,9 +18,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.conf import settings
@@ -175,13 +177,13 @@ class Device:
         return self.page.get_by_role("heading", name="Where you're signed in")
 
 
-@pytest.fixture
-def devices(browser, live_server):
-    """``devices(name, user_agent, ip, viewport=DESKTOP, clock=False) -> Device``."""
+def opened_devices(browser, url):
+    """Yield ``open_device(name, user_agent, ip, viewport=DESKTOP, clock=False) -> Device`` on
+    the page at ``url``; then close them, and fail if any saw a JS error."""
     opened: list[Device] = []
 
     def open_device(name, user_agent, ip, viewport=DESKTOP, clock=False):
-        device = Device(browser, live_server.url + "/", name, user_agent, ip, viewport, clock)
+        device = Device(browser, url + "/", name, user_agent, ip, viewport, clock)
         opened.append(device)
         return device
 
@@ -190,6 +192,12 @@ def devices(browser, live_server):
     for device in opened:
         device.context.close()
     assert not errors, errors
+
+
+@pytest.fixture
+def devices(browser, live_server):
+    """``devices(name, user_agent, ip, viewport=DESKTOP, clock=False) -> Device``."""
+    yield from opened_devices(browser, live_server.url)
 
 
 def token_of(device):
@@ -458,3 +466,108 @@ class TestDemoPage:
 
         for picture in ("demo.png", "demo-phone.png"):
             assert (PICTURES / picture).stat().st_size < 300_000, picture
+
+
+# ------------------------------------------------------------------------------------------
+# The page over ASGI, with its websocket (Django Channels)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def asgi_server(transactional_db):
+    """The demo's ASGI application (demo/asgi.py: HTTP and the websocket at /ws/session/) under
+    uvicorn, in a thread of this process (its database and in-memory channel layer); its URL.
+
+    pytest-django's ``live_server`` speaks WSGI only: no websockets.
+    """
+    import threading
+
+    import uvicorn
+    from demo.asgi import application
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+    from tests.support.services import free_port, wait_until
+
+    port = free_port()
+    config = uvicorn.Config(
+        ASGIStaticFilesHandler(application),
+        host="127.0.0.1",
+        port=port,
+        lifespan="off",
+        ws="auto",
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 10, what="uvicorn to start")
+        yield SimpleNamespace(url=f"http://127.0.0.1:{port}", port=port)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def asgi_devices(browser, asgi_server):
+    """``devices``, on the page served by :func:`asgi_server`."""
+    yield from opened_devices(browser, asgi_server.url)
+
+
+class TestLiveEnd:
+    """Issue 15: the page hears at once, through its websocket, that its session ended."""
+
+    __test__ = IN_BROWSER_PROCESS
+
+    def test_a_session_ended_elsewhere_is_shown_at_once(self, asgi_devices, asgi_server, user):
+        from tests.support.processes import call
+
+        # The page's timers are fake and never run: its 10 s poll cannot be what notices.
+        desktop = asgi_devices("desktop", DESKTOP_UA, "203.0.113.7", clock=True)
+        desktop.sign_in("alice")
+        expect(desktop.cards).to_have_count(1)
+        expect(desktop.page.locator("#app")).to_have_attribute("data-live", "open")
+
+        # Another client of the same user ends the page's session through the HTTP API.
+        login = call(
+            asgi_server.port,
+            "POST",
+            "/api/sessions/login/",
+            body={"username": "alice", "password": PASSWORD},
+        )
+        assert login.status == 200, login.body
+        other = {"Authorization": f"Token {login.body['token']}"}
+        listed = call(asgi_server.port, "GET", "/api/sessions/active/", headers=other)
+        (page_session,) = [s["session_id"] for s in listed.body if not s["is_current"]]
+        ended = call(
+            asgi_server.port, "DELETE", f"/api/sessions/active/{page_session}/", headers=other
+        )
+        assert ended.status == 204, ended.body
+
+        expect(desktop.message).to_contain_text(ENDED_ELSEWHERE, timeout=2_000)
+        shown_after = time.monotonic() - ended.done
+        print(f"\nthe page showed the end {shown_after * 1000:.0f} ms after the DELETE's answer")
+        assert shown_after < 1.0
+        expect(desktop.sign_in_heading).to_be_visible()
+        expect(desktop.page.locator("#app")).to_have_attribute("data-live", "closed")
+        assert token_of(desktop) is None
+        desktop.shot("14-ended-elsewhere-live")
+
+    def test_signing_out_on_this_device_is_not_news_from_the_socket(self, asgi_devices, user):
+        desktop = asgi_devices("desktop", DESKTOP_UA, "203.0.113.7")
+        desktop.sign_in("alice")
+        expect(desktop.page.locator("#app")).to_have_attribute("data-live", "open")
+
+        desktop.page.get_by_role("button", name="Sign out of this device").click()
+
+        expect(desktop.sign_in_heading).to_be_visible()
+        expect(desktop.message).to_have_text("You signed out on this device.")
+        expect(desktop.page.locator("#app")).to_have_attribute("data-live", "closed")
+
+    def test_the_page_over_wsgi_opens_no_websocket_and_polls(self, devices, user):
+        desktop = devices("desktop", DESKTOP_UA, "203.0.113.7")
+        desktop.sign_in("alice")
+        expect(desktop.cards).to_have_count(1)
+
+        assert desktop.page.locator("#app").get_attribute("data-websocket-url") is None
+        assert desktop.page.locator("#app").get_attribute("data-live") is None

@@ -1,7 +1,7 @@
 """Demo project: SQLite + local-memory cache by default.
 
 ``DATABASE_URL=postgres://user:pass@host:5432/name`` switches to PostgreSQL and
-``REDIS_URL=redis://127.0.0.1:6379/0`` to Redis (Django's RedisCache).
+``REDIS_URL=redis://127.0.0.1:6379/0`` to Redis (Django's RedisCache, and the channel layer).
 """
 
 import importlib.util
@@ -149,6 +149,29 @@ if importlib.util.find_spec("drf_spectacular") is not None:
     }
     if importlib.util.find_spec("drf_spectacular_sidecar") is not None:
         INSTALLED_APPS.append("drf_spectacular_sidecar")
+
+# Django Channels (``pip install -e ".[channels]"``): websockets at /ws/session/ (demo/asgi.py),
+# closed on every worker when their session ends, through the channel layer: in memory for the
+# one process of ``./dev demo``, channels-redis when REDIS_URL is set (DEMO_CHANNEL_REDIS_URL
+# puts it on a Redis database of its own). With daphne installed, ``runserver`` (what ``./dev
+# demo`` runs) serves the websockets too.
+ASGI_APPLICATION = "demo.asgi.application"
+if importlib.util.find_spec("channels") is not None:
+    _channel_redis = os.environ.get("DEMO_CHANNEL_REDIS_URL") or (
+        # channels-redis speaks to one Redis, not a cluster's node
+        os.environ.get("REDIS_URL") if os.environ.get("DEMO_REDIS_STORE") != "cluster" else None
+    )
+    if _channel_redis and importlib.util.find_spec("channels_redis") is not None:
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [_channel_redis]},
+            }
+        }
+    else:
+        CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    if importlib.util.find_spec("daphne") is not None:
+        INSTALLED_APPS.insert(0, "daphne")
 
 LOGGING = {
     "version": 1,

@@ -8,6 +8,8 @@
     login: app.dataset.loginUrl,
     logout: app.dataset.logoutUrl,
     active: app.dataset.activeUrl,
+    // Set when the page is served over ASGI with Django Channels (demo/asgi.py routes it).
+    websocket: app.dataset.websocketUrl,
   };
 
   // The token lives in sessionStorage: this is a demo where every tab is its own "device", and
@@ -17,6 +19,7 @@
   const TOKEN_KEY = "nilva-session-demo:token";
   const USER_KEY = "nilva-session-demo:username";
   const REFRESH_EVERY_MS = 10000;
+  const RECONNECT_MAX_MS = 30000;
 
   const el = {
     message: document.getElementById("message"),
@@ -39,6 +42,17 @@
     session_idle: "You were signed out after a period of inactivity. Please sign in again.",
     user_inactive: "This account is disabled.",
   };
+
+  // The reason of a websocket closed with 4001: the end reason when the server heard of the
+  // end (revoked, logout, password_changed ...), else the refusal's code (as in SIGNED_OUT_MESSAGES).
+  const END_REASONS = {
+    idle_timeout: "session_idle",
+    user_agent_changed: "session_suspended",
+    ip_changed: "session_suspended",
+    user_deactivated: "user_inactive",
+    user_deleted: "user_inactive",
+  };
+  const SESSION_CLOSED = 4001;
 
   // ---------------------------------------------------------------------------------------
   // API
@@ -131,6 +145,7 @@
   }
 
   function showSignIn(message, tone, focus = true) {
+    stopListening();
     sessionStorage.removeItem(TOKEN_KEY);
     sessionStorage.removeItem(USER_KEY);
     el.list.replaceChildren();
@@ -322,6 +337,78 @@
   }
 
   // ---------------------------------------------------------------------------------------
+  // Live end: a websocket the server closes (code 4001) the moment this session ends
+  // ---------------------------------------------------------------------------------------
+
+  // The token goes in the subprotocol list (a browser cannot set headers on a websocket, and
+  // a URL ends up in logs); the server answers with the subprotocol "nilva-session" alone.
+  // While the socket is open the periodic refresh pauses; without it the page polls.
+  let socket = null;
+  let reconnectTimer = null;
+  let reconnectDelay = 1000;
+
+  function live(state) {
+    app.dataset.live = state;
+  }
+
+  function listen() {
+    const sentToken = token();
+    if (!urls.websocket || !("WebSocket" in window) || !sentToken || socket) return;
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    let opened;
+    try {
+      opened = new WebSocket(scheme + "//" + location.host + urls.websocket, [
+        "nilva-session",
+        "token." + sentToken,
+      ]);
+    } catch (error) {
+      live("off");
+      return;
+    }
+    socket = opened;
+    live("connecting");
+    opened.addEventListener("open", () => {
+      if (socket !== opened) return;
+      reconnectDelay = 1000;
+      live("open");
+    });
+    opened.addEventListener("close", (event) => {
+      if (socket !== opened) return; // closed by this page: stopListening()
+      socket = null;
+      live("closed");
+      if (token() !== sentToken) return;
+      if (event.code === SESSION_CLOSED) {
+        const code = END_REASONS[event.reason] || event.reason;
+        showSignIn(SIGNED_OUT_MESSAGES[code] || SIGNED_OUT_MESSAGES.session_ended, "warning");
+        return;
+      }
+      // The server went away (a restart, the network): poll meanwhile, and try again later.
+      refresh();
+      reconnectTimer = setTimeout(() => {
+        reconnectTimer = null;
+        listen();
+      }, reconnectDelay);
+      reconnectDelay = Math.min(reconnectDelay * 2, RECONNECT_MAX_MS);
+    });
+  }
+
+  function stopListening() {
+    if (reconnectTimer) clearTimeout(reconnectTimer);
+    reconnectTimer = null;
+    reconnectDelay = 1000;
+    const closing = socket;
+    socket = null;
+    if (closing) {
+      live("closed");
+      closing.close(1000);
+    }
+  }
+
+  function listening() {
+    return socket !== null && socket.readyState === WebSocket.OPEN;
+  }
+
+  // ---------------------------------------------------------------------------------------
   // Actions
   // ---------------------------------------------------------------------------------------
 
@@ -380,6 +467,7 @@
       el.list.replaceChildren();
       showSessions();
       el.title.focus();
+      listen();
       await refresh(true);
     });
   });
@@ -413,11 +501,13 @@
   function signOut(button) {
     busy(button, async () => {
       say("");
+      stopListening(); // this device's own end is no news to it
       try {
         await api("POST", urls.logout);
       } catch (error) {
         if (error.status !== 401) {
           handleError(error);
+          listen(); // still signed in
           return;
         }
       }
@@ -426,7 +516,7 @@
   }
 
   setInterval(() => {
-    if (document.visibilityState === "visible") refresh();
+    if (document.visibilityState === "visible" && !listening()) refresh();
   }, REFRESH_EVERY_MS);
   window.addEventListener("focus", () => refresh());
   document.addEventListener("visibilitychange", () => {
@@ -435,6 +525,7 @@
 
   if (token()) {
     showSessions();
+    listen();
     refresh();
   } else {
     showSignIn("", "info", false);
