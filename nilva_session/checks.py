@@ -109,6 +109,11 @@ CHECKS: dict[str, tuple[str, str | None]] = {
         "live. Set REST_FRAMEWORK['EXCEPTION_HANDLER'] = 'nilva_session.apis.exception_handler',"
         " or call nilva_session.apis.keep_session_ends(exc) in yours (then silence W005).",
     ),
+    "W006": (
+        "names no entry of CHANNEL_LAYERS",
+        "Ending a session then closes none of its websockets (nilva_session.channels). Set "
+        "NILVA_SESSION['CHANNEL_LAYER'] to an alias of CHANNEL_LAYERS, or None to say so.",
+    ),
     "W003": (
         "token/refresh/ applies the rules of another JWT class than DRF authenticates with",
         "Set NILVA_SESSION['JWT_AUTHENTICATION_CLASS'] to the class DRF uses.",
@@ -248,6 +253,16 @@ def check_atomic_requests(app_configs: Any = None, **kwargs: Any) -> list[CheckM
     atomic = [alias for alias, db in settings.DATABASES.items() if db.get("ATOMIC_REQUESTS")]
     ours = api_settings.EXCEPTION_HANDLER is exception_handler
     return _reported_if(atomic and not ours, "W005", f"DATABASES {atomic!r}")
+
+
+@register()
+def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W006: Channels layers are configured, but not the one ``CHANNEL_LAYER`` names."""
+    layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
+    alias = _setting("CHANNEL_LAYER")
+    return _reported_if(
+        layers and alias is not None and alias not in layers, "W006", _is("CHANNEL_LAYER")
+    )
 
 
 # The per-concern names callers use (tests/test_security.py), over the functions above.

@@ -17,6 +17,8 @@ from django.test import override_settings
 from nilva_session import checks, conf
 from nilva_session.authentication import UserSessionDBJwtAuthentication
 
+from .support.doubles import nilva_settings
+
 LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
 REDIS_CACHE = {
     "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -404,6 +406,7 @@ ONE_PROBLEM = {
     },
     "W002": {"NILVA_SESSION": {"EXPIRES_AT": timedelta(days=1)}},
     "W005": {"DATABASES": {"default": {**settings.DATABASES["default"], "ATOMIC_REQUESTS": True}}},
+    "W006": {"CHANNEL_LAYERS": {"websockets": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}},
     "W003": {
         "REST_FRAMEWORK": {
             "DEFAULT_AUTHENTICATION_CLASSES": ["tests.test_checks.OwnJwtAuthentication"]
@@ -487,3 +490,13 @@ def test_w005_is_silent_with_nilva_sessions_exception_handler():
         assert "nilva_session.W005" not in {m.id for m in run_checks()}
     with override_settings(DATABASES=atomic):
         assert "nilva_session.W005" in {m.id for m in run_checks()}
+
+
+def test_w006_is_quiet_without_channel_layers_or_with_the_setting_off(settings):
+    settings.CHANNEL_LAYERS = {"websockets": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    with nilva_settings(CHANNEL_LAYER="websockets"):
+        assert not checks.check_channel_layer()
+    with nilva_settings(CHANNEL_LAYER=None):
+        assert not checks.check_channel_layer()
+    del settings.CHANNEL_LAYERS
+    assert not checks.check_channel_layer()
