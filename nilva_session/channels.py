@@ -43,7 +43,7 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync, sync_to_async
@@ -299,20 +299,6 @@ def without_credentials(scope: Scope) -> Scope:
     if kept:
         headers.append((b"sec-websocket-protocol", ", ".join(kept).encode("latin-1")))
     return {**scope, "subprotocols": kept, "headers": headers}
-
-
-def lapses_at(session: UserSession) -> datetime | None:
-    """Return the first moment at which ``sessions.lapse`` refuses ``session`` as it is now
-    (its ``expire_at``, ``ABSOLUTE_LIFETIME`` after login, ``IDLE_TIMEOUT`` after its last
-    activity), or None when none applies (pure)."""
-    cap, idle = session_settings.ABSOLUTE_LIFETIME, session_settings.IDLE_TIMEOUT
-    moments = [] if session.expire_at is None else [session.expire_at]
-    if cap is not None and session.created_at is not None:
-        moments.append(session.created_at + cap)
-    if idle is not None and session.last_online is not None:
-        # lapse() refuses once last_online < now - idle: strictly after this moment.
-        moments.append(session.last_online + idle + timedelta(microseconds=1))
-    return min(moments, default=None)
 
 
 def refusal_close(refusal: APIException) -> tuple[int, str]:
@@ -664,7 +650,7 @@ class SessionWatch:
         """Return the seconds until the next re-check: the lapse moment, at the latest
         ``recheck_interval`` (``MAX_RETRY`` after a check that could not be made)."""
         wait = self.recheck_interval
-        moment = lapses_at(self.session)
+        moment = sessions.lapses_at(self.session)
         if moment is not None:
             now = datetime.now(moment.tzinfo)
             wait = min(wait, (moment - now).total_seconds() + LAPSE_MARGIN)

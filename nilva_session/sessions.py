@@ -387,9 +387,10 @@ def _fill_cache(
 
 
 # --- the policy: when a session is live -----------------------------------------------------
-# Its two forms, side by side: ``lapse`` for one session in Python (authentication) and
-# ``lapsed_q`` for rows in SQL (the listing, the session limit, the admin, cleanup). The table
-# tests of test_sessions.py hold them to the same verdict on every rule and boundary.
+# Its forms, side by side: ``lapse`` for one session in Python (authentication), ``lapses_at``
+# for when ``lapse`` will refuse it (an open websocket's clock), and ``lapsed_q`` for rows in
+# SQL (the listing, the session limit, the admin, cleanup). Table tests (test_sessions.py,
+# test_channels.py) hold them to the same verdict on every rule and boundary.
 
 
 def lapse(
@@ -409,6 +410,20 @@ def lapse(
     if with_idle and idle is not None and session.last_online < now - idle:
         return errors.SessionIdle
     return None
+
+
+def lapses_at(session: UserSession) -> datetime | None:
+    """Return the first moment at which :func:`lapse` refuses ``session`` as it is now
+    (its ``expire_at``, ``ABSOLUTE_LIFETIME`` after login, ``IDLE_TIMEOUT`` after its last
+    activity), or None when none applies (pure)."""
+    cap, idle = session_settings.ABSOLUTE_LIFETIME, session_settings.IDLE_TIMEOUT
+    moments = [] if session.expire_at is None else [session.expire_at]
+    if cap is not None and session.created_at is not None:
+        moments.append(session.created_at + cap)
+    if idle is not None and session.last_online is not None:
+        # lapse() refuses once last_online < now - idle: strictly after this moment.
+        moments.append(session.last_online + idle + timedelta(microseconds=1))
+    return min(moments, default=None)
 
 
 def lapsed_q(now: datetime) -> Q:

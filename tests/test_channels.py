@@ -42,7 +42,6 @@ from nilva_session.channels import (
     NilvaSessionAuthMiddleware,
     NilvaSessionAuthMiddlewareStack,
     group_name,
-    lapses_at,
 )
 from nilva_session.jwt import access_token_for_session, refresh_token_for_session
 from nilva_session.models import EndReason, UserSession
@@ -796,7 +795,7 @@ def test_lapses_at_is_the_first_moment_the_cores_rule_refuses(user, open_session
     session.refresh_from_db()
     for last_online in (session.last_online, session.last_online - timedelta(minutes=7)):
         session.last_online = last_online
-        moment = lapses_at(session)
+        moment = sessions.lapses_at(session)
         if moment is None:
             assert sessions.lapse(session, timezone.now() + timedelta(days=3650)) is None
             continue
