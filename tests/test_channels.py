@@ -599,7 +599,10 @@ def test_the_group_name_is_a_valid_one_made_of_the_session_id_only(user, open_se
     session, token = open_session(user)
     name = group_name(session.pk)
 
-    assert InMemoryChannelLayer().require_valid_group_name(name)
+    layer = InMemoryChannelLayer()
+    # channels 4.3 names the check require_valid_group_name; 4.1 and 4.2, valid_group_name
+    check = getattr(layer, "require_valid_group_name", None) or layer.valid_group_name
+    assert check(name)
     assert session.pk.hex in name
     assert token not in name
     assert session.key not in name
